@@ -1,0 +1,237 @@
+"""The mathematics of free energy, written once.
+
+Both the deep agent (``daif.agent``) and the discrete planner (``daif.pomdp``) import
+from here, so a KL, an entropy or an expected-free-energy term has exactly one
+implementation in the code base.
+
+Conventions
+-----------
+* Categorical distributions are probability tensors whose **last** dimension (or the
+  dimension given by ``dim``) indexes outcomes.
+* Diagonal Gaussians are given by a mean and a *standard deviation* of equal shape;
+  the event dimension is the last one and densities factorise over it.
+* Every function is pure and works on arbitrary leading batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+EPS = 1e-16
+"""Floor used inside logarithms; matches the ``log_stable`` floor of pymdp/SPM."""
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------
+# Elementary numerics
+# ---------------------------------------------------------------------------
+def log_stable(x: Tensor, eps: float = EPS) -> Tensor:
+    """``ln(max(x, eps))``: a logarithm that is finite at zero probability.
+
+    Args:
+        x: probabilities, any shape.
+    Returns:
+        same shape as ``x``.
+    """
+    return torch.log(torch.clamp(x, min=eps))
+
+
+def softmax(x: Tensor, precision: float | Tensor = 1.0, dim: int = -1) -> Tensor:
+    """σ(γ·x) = exp(γ·x_i) / Σ_j exp(γ·x_j), computed with log-sum-exp.
+
+    As γ → ∞ this tends to the one-hot argmax; as γ → 0 to the uniform distribution.
+
+    Args:
+        x: scores, any shape; normalised along ``dim``.
+        precision: γ ≥ 0, a float or a tensor broadcastable against ``x``.
+    """
+    return torch.softmax(x * precision, dim=dim)
+
+
+def log_softmax(x: Tensor, precision: float | Tensor = 1.0, dim: int = -1) -> Tensor:
+    """ln σ(γ·x) along ``dim``, stable for large |γ·x|."""
+    return torch.log_softmax(x * precision, dim=dim)
+
+
+def symlog(x: Tensor) -> Tensor:
+    """symlog(x) = sign(x)·ln(1 + |x|): compresses large magnitudes, identity near 0."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: Tensor) -> Tensor:
+    """Inverse of :func:`symlog`: sign(x)·(exp(|x|) − 1)."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def unimix(probs: Tensor, mix: float, dim: int = -1) -> Tensor:
+    """(1 − ε)·p + ε/K: keeps every category's probability ≥ ε/K (no log(0))."""
+    k = probs.shape[dim]
+    return (1.0 - mix) * probs + mix / k
+
+
+def free_bits(kl: Tensor, nats: float) -> Tensor:
+    """max(KL, nats): stops the optimiser pushing a KL below a floor of ``nats``.
+
+    The gradient is zero wherever the KL already sits below the floor, which keeps
+    the posterior from collapsing onto the prior early in training.
+    """
+    return torch.clamp(kl, min=nats)
+
+
+# ---------------------------------------------------------------------------
+# Categorical distributions
+# ---------------------------------------------------------------------------
+def entropy(p: Tensor, dim: int = -1) -> Tensor:
+    """H[p] = −Σ_i p_i ln p_i (nats), with 0·ln 0 = 0.
+
+    Args:
+        p: probabilities, normalised along ``dim``.
+    Returns:
+        ``p`` with ``dim`` reduced.
+    """
+    return -(p * log_stable(p)).sum(dim)
+
+
+def kl_categorical(q: Tensor, p: Tensor, dim: int = -1) -> Tensor:
+    """KL[q ‖ p] = Σ_i q_i (ln q_i − ln p_i) (nats).
+
+    Args:
+        q, p: probabilities of equal (broadcastable) shape, normalised along ``dim``.
+    Returns:
+        the broadcast shape with ``dim`` reduced.
+    """
+    return (q * (log_stable(q) - log_stable(p))).sum(dim)
+
+
+def kl_categorical_logits(log_q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
+    """KL[q ‖ p] from log-probabilities: Σ_i q_i (ln q_i − ln p_i)."""
+    return (log_q.exp() * (log_q - log_p)).sum(dim)
+
+
+# ---------------------------------------------------------------------------
+# Diagonal Gaussians
+# ---------------------------------------------------------------------------
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """ln N(x; μ, diag σ²) = −½ Σ_d [((x−μ)/σ)² + 2 ln σ + ln 2π].
+
+    Args:
+        x, mean, std: ``[..., D]``.
+    Returns:
+        ``[...]``.
+    """
+    z = (x - mean) / std
+    return -0.5 * (z.pow(2) + 2.0 * torch.log(std) + LOG_2PI).sum(-1)
+
+
+def gaussian_entropy(std: Tensor) -> Tensor:
+    """H[N(μ, diag σ²)] = ½ Σ_d (1 + ln 2π + 2 ln σ_d).
+
+    Args:
+        std: ``[..., D]``.
+    Returns:
+        ``[...]``.
+    """
+    return (0.5 * (1.0 + LOG_2PI) + torch.log(std)).sum(-1)
+
+
+def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
+    """KL[N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)] summed over the last dimension.
+
+    Per dimension: ln(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − ½.
+
+    Args:
+        mean_q, std_q, mean_p, std_p: ``[..., D]`` (broadcastable).
+    Returns:
+        ``[...]``.
+    """
+    var_ratio = (std_q / std_p).pow(2)
+    mahal = ((mean_q - mean_p) / std_p).pow(2)
+    return 0.5 * (var_ratio + mahal - 1.0 - torch.log(var_ratio)).sum(-1)
+
+
+def gaussian_mixture_info_gain(means: Tensor, stds: Tensor) -> Tensor:
+    """Expected information gain about which of K equally weighted Gaussians generated x.
+
+    I(x; k) = H[(1/K) Σ_k N(μ_k, σ_k²)] − (1/K) Σ_k H[N(μ_k, σ_k²)].
+
+    The mixture entropy has no closed form; we use the pairwise-KL bound of
+    Kolchinsky & Tracey (2017), H[mix] ≈ Σ_i w_i H_i − Σ_i w_i ln Σ_j w_j exp(−KL_ij),
+    which makes the information gain
+
+        I ≈ −(1/K) Σ_i ln (1/K) Σ_j exp(−KL[N_i ‖ N_j]),
+
+    exactly 0 when all members agree, non-negative, and at most ln K.
+    For a deep ensemble this is the epistemic value of resolving model uncertainty
+    (information gain about the transition model's parameters).
+
+    Args:
+        means, stds: ``[K, ..., D]`` member means and standard deviations.
+    Returns:
+        ``[...]`` information gain in nats.
+    """
+    k = means.shape[0]
+    # KL between every ordered pair of members: [K, K, ...]
+    kl = gaussian_kl(means.unsqueeze(1), stds.unsqueeze(1), means.unsqueeze(0), stds.unsqueeze(0))
+    log_mix = torch.logsumexp(-kl, dim=1) - math.log(k)  # [K, ...]
+    return (-log_mix).mean(0).clamp(min=0.0)
+
+
+# ---------------------------------------------------------------------------
+# Expected free energy terms
+# ---------------------------------------------------------------------------
+def risk(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:
+    """Risk = KL[q(o) ‖ P̃(o)] = Σ_o q(o) (ln q(o) − ln P̃(o)).
+
+    Args:
+        q_o: predicted outcome distribution, normalised along ``dim``.
+        log_c: log prior preferences ln P̃(o) (normalised log-probabilities).
+    """
+    return (q_o * (log_stable(q_o) - log_c)).sum(dim)
+
+
+def expected_utility(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:
+    """Utility (pragmatic value) = Σ_o q(o) ln P̃(o) = E_q(o)[ln P̃(o)]."""
+    return (q_o * log_c).sum(dim)
+
+
+def ambiguity(likelihood_entropy: Tensor, q_s: Tensor, dim: int = -1) -> Tensor:
+    """Ambiguity = E_q(s)[H[p(o|s)]] = Σ_s q(s) H[p(o|s)].
+
+    Args:
+        likelihood_entropy: H[p(o|s)] per state, ``[..., S]``.
+        q_s: predicted state distribution, ``[..., S]``.
+    """
+    return (q_s * likelihood_entropy).sum(dim)
+
+
+def states_info_gain(q_o: Tensor, expected_likelihood_entropy: Tensor, dim: int = -1) -> Tensor:
+    """Information gain about states = I(o; s) = H[q(o)] − E_q(s)[H[p(o|s)]].
+
+    Args:
+        q_o: predicted outcomes Σ_s p(o|s) q(s), normalised along ``dim``.
+        expected_likelihood_entropy: the ambiguity E_q(s) H[p(o|s)], shape of ``q_o``
+            with ``dim`` reduced.
+    """
+    return entropy(q_o, dim) - expected_likelihood_entropy
+
+
+def expected_free_energy(
+    risk: Tensor,
+    ambiguity: Tensor,
+    info_gain: Tensor | float = 0.0,
+    *,
+    risk_weight: float = 1.0,
+    ambiguity_weight: float = 1.0,
+    info_gain_weight: float = 1.0,
+) -> Tensor:
+    """G = w_r·risk + w_a·ambiguity − w_i·info_gain.
+
+    With unit weights and ``info_gain`` the parameter information gain, this is the
+    expected free energy of Friston et al. (2015, 2017); risk + ambiguity equals
+    −(utility + state information gain).
+    """
+    return risk_weight * risk + ambiguity_weight * ambiguity - info_gain_weight * info_gain

@@ -1,0 +1,583 @@
+"""Sample efficiency of daif against Stable-Baselines3 PPO and DQN, under one protocol.
+
+Every run — daif seed, ablation seed or baseline seed — is trained for ``--steps``
+environment steps and evaluated every 2,500 steps with 10 deterministic episodes on a
+separate evaluation environment. From each run's evaluation history we report:
+
+* steps to target — the first evaluation step whose mean return is ≥ ``--target``;
+* time to target — training wall-clock seconds up to that evaluation (evaluation time
+  excluded where the run reports it, see ``_daif_eval_times``);
+* final eval — mean ± std of the last evaluation;
+* wall time and env steps/s of the whole run.
+
+A summary row per algorithm gives medians over seeds, counting a seed that never
+reached the target as +∞ (so a median is only finite when more than half the seeds
+solved the task), and the ratio baseline / daif of the medians (> 1: daif is better).
+
+Baselines use the RL Baselines3 Zoo hyperparameters (``ZOO_HYPERPARAMS`` below) with the
+zoo's schedule length (``n_timesteps``), stopped early at ``--steps``, so each baseline
+follows exactly the zoo's learning-rate / exploration schedule up to the budget.
+
+Usage::
+
+    python benchmarks/sample_efficiency.py --env cartpole --seeds 5 --steps 50000 \\
+        --target 475 --baselines ppo,dqn --workers 2 [hydra overrides for daif ...]
+    python benchmarks/sample_efficiency.py --env mountaincar --baselines none \\
+        --ablate agent.info_gain_weight=0
+
+Runs execute in parallel worker processes (one torch thread each). The markdown table
+is written to ``benchmarks/results/<env>.md`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+EVAL_INTERVAL = 2500
+EVAL_EPISODES = 10
+
+# preset → (Gymnasium id, default target, default budget). The id is only used by the
+# baselines; daif reads it from the preset.
+ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
+    "cartpole": ("CartPole-v1", 475.0, 50_000),
+    "acrobot": ("Acrobot-v1", -100.0, 100_000),
+    "mountaincar": ("MountainCar-v0", -130.0, 100_000),
+    "lunarlander": ("LunarLander-v3", 200.0, 200_000),
+    "cartpole_pixels": ("daif/CartPolePixels-v0", 475.0, 50_000),
+}
+
+# Hyperparameters of the RL Baselines3 Zoo (github.com/DLR-RM/rl-baselines3-zoo,
+# hyperparams/ppo.yml and hyperparams/dqn.yml), transcribed. "lin_x" is the zoo's linear
+# schedule x·(1 − progress); "normalize" wraps the env in VecNormalize (observations and
+# rewards), as the zoo does; "n_timesteps" is the zoo's training length, which sets
+# the length of every schedule.
+ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "ppo": {
+        "CartPole-v1": {
+            "n_envs": 8,
+            "n_timesteps": 100_000,
+            "n_steps": 32,
+            "batch_size": 256,
+            "gae_lambda": 0.8,
+            "gamma": 0.98,
+            "n_epochs": 20,
+            "ent_coef": 0.0,
+            "learning_rate": "lin_0.001",
+            "clip_range": "lin_0.2",
+        },
+        "Acrobot-v1": {
+            "normalize": True,
+            "n_envs": 16,
+            "n_timesteps": 1_000_000,
+            "n_steps": 256,
+            "gae_lambda": 0.94,
+            "gamma": 0.99,
+            "n_epochs": 4,
+            "ent_coef": 0.0,
+        },
+        "MountainCar-v0": {
+            "normalize": True,
+            "n_envs": 16,
+            "n_timesteps": 1_000_000,
+            "n_steps": 16,
+            "gae_lambda": 0.98,
+            "gamma": 0.99,
+            "n_epochs": 4,
+            "ent_coef": 0.0,
+        },
+    },
+    "dqn": {
+        "CartPole-v1": {
+            "n_timesteps": 50_000,
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+        "Acrobot-v1": {
+            "n_timesteps": 100_000,
+            "learning_rate": 6.3e-4,
+            "batch_size": 128,
+            "buffer_size": 50_000,
+            "learning_starts": 0,
+            "gamma": 0.99,
+            "target_update_interval": 250,
+            "train_freq": 4,
+            "gradient_steps": -1,
+            "exploration_fraction": 0.12,
+            "exploration_final_eps": 0.1,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+        "MountainCar-v0": {
+            "n_timesteps": 120_000,
+            "learning_rate": 4e-3,
+            "batch_size": 128,
+            "buffer_size": 10_000,
+            "learning_starts": 1000,
+            "gamma": 0.98,
+            "target_update_interval": 600,
+            "train_freq": 16,
+            "gradient_steps": 8,
+            "exploration_fraction": 0.2,
+            "exploration_final_eps": 0.07,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------------
+# Results and their summaries (pure functions, unit-tested)
+# ---------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """One training run.
+
+    ``evals`` holds ``(step, mean, std, train_seconds)`` per evaluation, where
+    ``train_seconds`` is the wall-clock time spent training (not evaluating) up to it.
+    """
+
+    algo: str
+    seed: int
+    evals: list[tuple[int, float, float, float]] = field(default_factory=list)
+    wall_time: float = math.nan
+    steps: int = 0
+    error: str | None = None
+
+    @property
+    def final(self) -> tuple[float, float]:
+        """(mean, std) of the last evaluation, NaN if there was none."""
+        return (self.evals[-1][1], self.evals[-1][2]) if self.evals else (math.nan, math.nan)
+
+    @property
+    def sps(self) -> float:
+        """Environment steps per second of wall time over the whole run."""
+        return self.steps / self.wall_time if self.wall_time > 0 else math.nan
+
+
+def steps_to_target(evals: Sequence[Sequence[float]], target: float) -> int | None:
+    """Step of the first evaluation whose mean return is ≥ ``target`` (None if never).
+
+    Args:
+        evals: ``(step, mean, ...)`` tuples in training order.
+    """
+    for entry in evals:
+        if entry[1] >= target:
+            return int(entry[0])
+    return None
+
+
+def time_to_target(evals: Sequence[Sequence[float]], target: float) -> float | None:
+    """Training seconds (4th field) at the first evaluation with mean ≥ ``target``."""
+    for entry in evals:
+        if entry[1] >= target:
+            return float(entry[3])
+    return None
+
+
+def median_with_failures(values: Sequence[float | None]) -> float:
+    """Median where ``None`` (target never reached) counts as +∞.
+
+    The result is finite only if more than half of the values are; NaN for no values.
+    """
+    if not values:
+        return math.nan
+    return float(statistics.median(math.inf if v is None else v for v in values))
+
+
+def ratio(baseline: float, daif: float) -> float:
+    """``baseline / daif`` with ∞/finite = ∞, finite/∞ = 0 and ∞/∞ (or any NaN) = NaN."""
+    if math.isnan(baseline) or math.isnan(daif) or (math.isinf(baseline) and math.isinf(daif)):
+        return math.nan
+    if math.isinf(daif):
+        return 0.0
+    if daif == 0:
+        return math.inf
+    return baseline / daif
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isinf(x)):
+        return "not reached"
+    if isinstance(x, float) and math.isnan(x):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any]]:
+    """One summary dict per algorithm (in first-seen order), medians over its seeds."""
+    by_algo: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_algo.setdefault(r.algo, []).append(r)
+    rows = []
+    for algo, runs in by_algo.items():
+        ok = [r for r in runs if r.error is None]
+        steps = [steps_to_target(r.evals, target) for r in ok]
+        times = [time_to_target(r.evals, target) for r in ok]
+        finals = [r.final[0] for r in ok]
+        rows.append(
+            {
+                "algo": algo,
+                "seeds": len(runs),
+                "errors": len(runs) - len(ok),
+                "solved": sum(s is not None for s in steps),
+                "median_steps": median_with_failures(steps) if ok else math.nan,
+                "median_time": median_with_failures(times) if ok else math.nan,
+                "median_final": statistics.median(finals) if finals else math.nan,
+                "final_at_target": sum(f >= target for f in finals),
+                "median_wall": statistics.median(r.wall_time for r in ok) if ok else math.nan,
+                "median_sps": statistics.median(r.sps for r in ok) if ok else math.nan,
+            }
+        )
+    return rows
+
+
+def markdown_tables(results: Sequence[RunResult], target: float) -> str:
+    """Per-run table, then the per-algorithm summary with ratios against ``daif``."""
+    lines = [
+        "| algo | seed | steps to target | time to target (s) | final eval "
+        "| wall time (s) | env steps/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(results, key=lambda r: (r.algo, r.seed)):
+        if r.error is not None:
+            lines.append(f"| {r.algo} | {r.seed} | error: {r.error.splitlines()[-1][:80]} |||||")
+            continue
+        mean, std = r.final
+        lines.append(
+            f"| {r.algo} | {r.seed} | {_fmt(steps_to_target(r.evals, target))} "
+            f"| {_fmt(time_to_target(r.evals, target), 1)} | {mean:.1f} ± {std:.1f} "
+            f"| {r.wall_time:.0f} | {r.sps:.0f} |"
+        )
+    rows = summarise(results, target)
+    ref = next((row for row in rows if row["algo"] == "daif"), None)
+    lines += [
+        "",
+        "| algo (median over seeds) | solved | steps to target | time to target (s) "
+        "| final eval | final ≥ target | wall time (s) | env steps/s "
+        "| steps ratio vs daif | time ratio vs daif |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if ref is None or row is ref:
+            rs = rt = "–"
+        else:
+            rs = _fmt(ratio(row["median_steps"], ref["median_steps"]), 2)
+            rt = _fmt(ratio(row["median_time"], ref["median_time"]), 2)
+        errors = f" ({row['errors']} errors)" if row["errors"] else ""
+        lines.append(
+            f"| **{row['algo']}** | {row['solved']}/{row['seeds']}{errors} "
+            f"| {_fmt(row['median_steps'])} | {_fmt(row['median_time'], 1)} "
+            f"| {_fmt(row['median_final'], 1)} | {row['final_at_target']}/{row['seeds']} "
+            f"| {_fmt(row['median_wall'])} | {_fmt(row['median_sps'])} | {rs} | {rt} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Workers (run in child processes)
+# ---------------------------------------------------------------------------
+def _worker_setup() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
+def _daif_eval_times(result: Any, total_steps: int) -> list[float]:
+    """Training seconds at each evaluation of a daif run.
+
+    Uses the per-evaluation times if the trainer reports them (``result.eval_times``);
+    otherwise spreads the run's training time evenly over steps (an estimate, stated
+    in the results file).
+    """
+    times = getattr(result, "eval_times", None)
+    if times is not None and len(times) == len(result.eval_history):
+        return [float(t) for t in times]
+    per_step = result.wall_time / max(total_steps, 1)
+    return [step * per_step for step, _, _ in result.eval_history]
+
+
+def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence[str]) -> RunResult:
+    """Train daif on an env preset via ``hydra.compose`` + ``daif.trainer.train``."""
+    _worker_setup()
+    out = RunResult(algo=label, seed=seed)
+    try:
+        from hydra import compose, initialize_config_dir
+
+        from daif.trainer import train
+
+        run_overrides = [
+            f"env={preset}",
+            f"seed={seed}",
+            f"trainer.total_steps={steps}",
+            f"trainer.eval_interval={EVAL_INTERVAL}",
+            f"trainer.eval_episodes={EVAL_EPISODES}",
+            "trainer.progress=false",
+            *overrides,
+        ]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(config_name="train", overrides=run_overrides)
+        start = time.perf_counter()
+        result = train(cfg)
+        out.wall_time = time.perf_counter() - start
+        out.steps = steps
+        times = _daif_eval_times(result, steps)
+        out.evals = [
+            (int(s), float(m), float(sd), t)
+            for (s, m, sd), t in zip(result.eval_history, times, strict=True)
+        ]
+    except Exception:
+        out.error = traceback.format_exc()
+    return out
+
+
+def _zoo_schedule(value: Any, scale: float) -> Any:
+    """The zoo's ``lin_x`` as an SB3 schedule that runs over the zoo's length.
+
+    SB3 passes progress_remaining p = 1 − t / T_learn. With ``scale`` = T_learn / T_zoo
+    the zoo's own progress is 1 − t / T_zoo = 1 − (1 − p)·scale, and the zoo's linear
+    schedule is x·max(0, 1 − (1 − p)·scale). Other values pass through unchanged.
+    """
+    if isinstance(value, str) and value.startswith("lin_"):
+        initial = float(value[4:])
+
+        def schedule(progress_remaining: float) -> float:
+            return initial * max(0.0, 1.0 - (1.0 - progress_remaining) * scale)
+
+        return schedule
+    return value
+
+
+def run_sb3(algo: str, env_id: str, seed: int, steps: int) -> RunResult:
+    """Train SB3 ``ppo`` or ``dqn`` with the zoo's hyperparameters, same eval protocol."""
+    _worker_setup()
+    out = RunResult(algo=algo, seed=seed)
+    try:
+        from stable_baselines3 import DQN, PPO
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+        if env_id not in ZOO_HYPERPARAMS[algo]:
+            raise ValueError(f"no RL Zoo hyperparameters for {algo} on {env_id}")
+        hp = dict(ZOO_HYPERPARAMS[algo][env_id])
+        n_envs = hp.pop("n_envs", 1)
+        zoo_steps = hp.pop("n_timesteps")
+        normalize = hp.pop("normalize", False)
+        learn_steps = max(zoo_steps, steps)
+        scale = learn_steps / zoo_steps
+        for key in ("learning_rate", "clip_range"):
+            if key in hp:
+                hp[key] = _zoo_schedule(hp[key], scale)
+        if algo == "dqn" and scale != 1.0:
+            hp["exploration_fraction"] /= scale  # keep the zoo's exploration length in steps
+
+        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+        if normalize:
+            env = VecNormalize(env, gamma=hp["gamma"])
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        cls = {"ppo": PPO, "dqn": DQN}[algo]
+        model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+
+        class EvalEvery(BaseCallback):
+            """Evaluate every EVAL_INTERVAL steps; stop at the budget; time only training."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.next_eval = EVAL_INTERVAL
+                self.eval_seconds = 0.0
+                self.start = time.perf_counter()
+
+            def _on_step(self) -> bool:
+                if self.num_timesteps >= self.next_eval:
+                    t0 = time.perf_counter()
+                    if normalize:
+                        sync_envs_normalization(env, eval_env)
+                    mean, std = evaluate_policy(
+                        self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+                    )
+                    t1 = time.perf_counter()
+                    train_s = t0 - self.start - self.eval_seconds
+                    self.eval_seconds += t1 - t0
+                    out.evals.append((self.num_timesteps, float(mean), float(std), train_s))
+                    while self.next_eval <= self.num_timesteps:
+                        self.next_eval += EVAL_INTERVAL
+                return self.num_timesteps < steps
+
+        callback = EvalEvery()
+        model.learn(total_timesteps=learn_steps, callback=callback)
+        out.wall_time = time.perf_counter() - callback.start
+        out.steps = int(model.num_timesteps)
+    except Exception:
+        out.error = traceback.format_exc()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def _sb3_available() -> bool:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="cartpole", help=f"env preset: {', '.join(ENV_DEFAULTS)}")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--steps", type=int, default=None, help="env steps per run")
+    p.add_argument("--target", type=float, default=None, help="eval mean return to reach")
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma list of ppo,dqn or 'none' (default: ppo,dqn if stable-baselines3 is installed)",
+    )
+    p.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        metavar="OVERRIDES",
+        help="extra daif variant with these space-separated Hydra overrides (repeatable)",
+    )
+    p.add_argument("--no-daif", action="store_true", help="skip the daif runs (baselines only)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every daif run")
+    args = p.parse_args(argv)
+    if args.env not in ENV_DEFAULTS:
+        p.error(f"unknown --env {args.env!r}; choose from {', '.join(ENV_DEFAULTS)}")
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    env_id, target, steps = ENV_DEFAULTS[args.env]
+    args.env_id = env_id
+    args.target = target if args.target is None else args.target
+    args.steps = steps if args.steps is None else args.steps
+    if args.steps < EVAL_INTERVAL:
+        p.error(f"--steps must be >= the eval interval {EVAL_INTERVAL}, got {args.steps}")
+    if args.baselines is None:
+        args.baselines = ["ppo", "dqn"] if _sb3_available() else []
+    elif args.baselines.strip().lower() in ("", "none"):
+        args.baselines = []
+    else:
+        args.baselines = [b.strip().lower() for b in args.baselines.split(",") if b.strip()]
+        bad = [b for b in args.baselines if b not in ZOO_HYPERPARAMS]
+        if bad:
+            p.error(f"unknown baseline(s) {bad}; choose from {sorted(ZOO_HYPERPARAMS)}")
+        if not _sb3_available():
+            p.error("baselines need stable-baselines3: pip install -e '.[bench]'")
+    return args
+
+
+def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult], tuple]]:
+    """(function, arguments) per run: daif, its ablations, then the baselines."""
+    jobs: list[tuple[Callable[..., RunResult], tuple]] = []
+    seeds = range(args.seeds)
+    if not args.no_daif:
+        variants = [("daif", list(args.overrides))]
+        variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
+        for label, overrides in variants:
+            jobs += [(run_daif, (label, args.env, s, args.steps, overrides)) for s in seeds]
+    for algo in args.baselines:
+        if args.env_id not in ZOO_HYPERPARAMS[algo]:
+            print(f"[skip] no RL Zoo hyperparameters for {algo} on {args.env_id}")
+            continue
+        jobs += [(run_sb3, (algo, args.env_id, s, args.steps)) for s in seeds]
+    return jobs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    jobs = build_jobs(args)
+    print(
+        f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
+        f"target {args.target:g}, eval every {EVAL_INTERVAL} steps x {EVAL_EPISODES} "
+        f"deterministic episodes, {args.workers} workers",
+        flush=True,
+    )
+    start = time.perf_counter()
+    results: list[RunResult] = []
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *fargs) for fn, fargs in jobs]
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            status = "error" if r.error else f"final {r.final[0]:.1f}"
+            s2t = steps_to_target(r.evals, args.target)
+            print(
+                f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
+                f"{_fmt(s2t)}, {r.wall_time:.0f}s",
+                flush=True,
+            )
+            if r.error:
+                print(r.error, file=sys.stderr)
+    elapsed = time.perf_counter() - start
+
+    tables = markdown_tables(results, args.target)
+    print()
+    print(tables)
+    command = " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]])
+    timing_note = (
+        "time to target: training seconds up to the first evaluation ≥ target, evaluation "
+        "time excluded; wall time and env steps/s: the whole run, evaluations included"
+    )
+    text = "\n".join(
+        [
+            f"# Sample efficiency: {args.env} ({args.env_id})",
+            "",
+            f"- command: `{command}`",
+            f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time "
+            f"{elapsed / 60:.1f} min",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.workers} "
+            f"parallel runs, 1 torch thread each; Python {platform.python_version()}",
+            f"- protocol: {args.steps:,} env steps per run; every {EVAL_INTERVAL} steps, "
+            f"{EVAL_EPISODES} deterministic episodes on a separate env; target "
+            f"{args.target:g}; unsolved seeds count as ∞ in medians",
+            f"- {timing_note}",
+            "- baselines: Stable-Baselines3 with RL Baselines3 Zoo hyperparameters",
+            "",
+            tables,
+            "",
+        ]
+    )
+    out = args.out or RESULTS_DIR / f"{args.env}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,613 @@
+"""The deep active inference agent.
+
+Generative model (all Gaussians diagonal, latent s ∈ R^Z, discrete actions a):
+
+* recognition  q(s|o)            — encoder
+* likelihood   p(o|s)            — decoder (learned std: its entropy is the ambiguity)
+* transitions  p_k(s'|s, a)      — an ensemble of K Gaussian heads
+* outcomes     p(r, d|s, a)      — reward and termination, the outcomes the agent has
+                                   preferences over: ln P̃(r, d) = r/T + c·d (+ const)
+
+Learning minimises the variational free energy of replayed transitions,
+
+    F = E_q[−ln p(o|s)] + E_q[−ln p(o'|s')] + KL[q(s'|o') ‖ p(s'|s, a)]  (free bits)
+        + transition NLL + outcome NLL,
+
+and trains an amortised expected-free-energy critic G(s, a) on bootstrapped targets
+
+    G(s_t, a_t) ← Σ_{k<n} γ^k g_{t+k} + γ^n (1 − terminated) E_{a'~q(a'|s')}[G_target(s', a')],
+    g = w_r·risk + w_a·ambiguity − β·info_gain,
+
+where risk = −ln P̃(o) of the observed outcome (the KL of a point-mass outcome
+prediction from the preferences, up to a constant), ambiguity = H[p(o|ŝ')] at the
+predicted next state (relative to its running mean, so it carries no per-step offset),
+and info_gain = the ensemble's disagreement about s' (mutual information between s' and
+the model's parameters). Truncation by a time limit never zeroes the bootstrap.
+
+Actions are drawn from q(a|s) = softmax(−γ·G(s, ·)) with precision γ; ``deterministic``
+takes the mode. With ``planner="mpc"`` G is instead evaluated by rolling action sequences
+of horizon H through the ensemble (exhaustively, or by the cross-entropy method when the
+sequence set is large), with the critic bootstrapping the tail.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from daif import maths
+from daif.config import check_choice, check_int, check_positive, check_range
+from daif.protocol import Transition
+from daif.replay import ReplayBuffer
+from daif.utils import NonFiniteLossError, autocast, check_amp, grad_scaler
+
+_LOSS_TAGS = (
+    "losses/reconstruction",
+    "free_energy/kl",
+    "losses/transition_nll",
+    "losses/outcome_nll",
+    "losses/critic_td",
+)
+
+
+def n_step_efe_target(
+    g_step: Tensor, v_next: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
+) -> Tensor:
+    """Bootstrapped n-step expected-free-energy target of the first step of each sequence.
+
+    With m the first step whose episode ended (terminated or truncated), else L − 1:
+
+        target = Σ_{k≤m} γ^k g_k + γ^{m+1} (1 − terminated_m) V(s'_m).
+
+    A time-limit truncation stops the sum but keeps the bootstrap (the state is not
+    terminal); only termination zeroes it.
+
+    Args:
+        g_step: ``[B, L]`` per-step EFE g_k = w_r·risk + w_a·ambiguity − β·info_gain.
+        v_next: ``[B, L]`` E_q[G_target(s'_k, ·)] at each step's next state.
+        terminated, truncated: ``[B, L]`` bool.
+        gamma: discount γ ∈ [0, 1].
+    Returns:
+        ``[B]`` targets.
+    """
+    b, length = g_step.shape
+    done = terminated | truncated
+    # alive[k] = 1 while no episode has ended strictly before step k
+    ended_before = torch.cat([torch.zeros_like(done[:, :1]), done[:, :-1]], 1).cumsum(1) > 0
+    alive = (~ended_before).to(g_step.dtype)
+    discount = gamma ** torch.arange(length, device=g_step.device, dtype=g_step.dtype)
+    ret = (g_step * alive * discount).sum(1)
+    last = torch.where(
+        done.any(1),
+        done.to(torch.uint8).argmax(1),
+        torch.full_like(done[:, 0], length - 1, dtype=torch.long),
+    )
+    rows = torch.arange(b, device=g_step.device)
+    keep = 1.0 - terminated[rows, last].to(g_step.dtype)
+    return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_next[rows, last]
+
+
+class DeepActiveInferenceAgent:
+    """Deep active inference agent for vector or pixel observations and discrete actions.
+
+    Networks are given as factories (Hydra ``_partial_`` nodes) that the agent calls with
+    the sizes it knows: ``encoder(obs_shape=, latent_dim=)``, ``decoder(latent_dim=,
+    obs_shape=)``, ``transition(latent_dim=, num_actions=)``, ``outcome(latent_dim=,
+    num_actions=)``, ``value(latent_dim=, num_actions=)``, ``preference()``.
+
+    Key hyperparameters (see ``configs/agent/daif.yaml`` for all):
+        gamma: discount of future expected free energy.
+        precision: γ of q(a) = softmax(−γ·G), annealed linearly to ``precision_final``
+            over ``precision_anneal_steps`` environment steps.
+        risk_weight, ambiguity_weight, info_gain_weight: the weights of the EFE terms.
+        n_step: length of the bootstrapped target.
+        updates_per_step: gradient steps per vectorised environment step (may be < 1).
+        planner: ``"amortised"`` (critic only) or ``"mpc"`` (imagined rollouts).
+    """
+
+    def __init__(
+        self,
+        *,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int = 1,
+        env: gym.Env | None = None,
+        device: torch.device | str = "cpu",
+        amp: str = "off",
+        compile: bool = False,
+        encoder: Callable[..., nn.Module],
+        decoder: Callable[..., nn.Module],
+        transition: Callable[..., nn.Module],
+        outcome: Callable[..., nn.Module],
+        value: Callable[..., nn.Module],
+        preference: Callable[..., nn.Module],
+        latent_dim: int = 16,
+        gamma: float = 0.99,
+        n_step: int = 3,
+        precision: float = 1.0,
+        precision_final: float | None = None,
+        precision_anneal_steps: int = 0,
+        target_precision: float | None = None,
+        risk_weight: float = 1.0,
+        ambiguity_weight: float = 0.01,
+        info_gain_weight: float = 0.1,
+        kl_weight: float = 1.0,
+        free_nats: float = 1.0,
+        batch_size: int = 128,
+        buffer_size: int = 100_000,
+        learning_starts: int = 1000,
+        random_steps: int | None = None,
+        updates_per_step: float = 1.0,
+        model_lr: float = 1e-3,
+        critic_lr: float = 1e-3,
+        grad_clip: float = 10.0,
+        target_tau: float = 0.005,
+        target_update_interval: int = 1,
+        huber_delta: float = 1.0,
+        planner: str = "amortised",
+        horizon: int = 3,
+        max_sequences: int = 256,
+        cem_samples: int = 128,
+        cem_elites: int = 16,
+        cem_iterations: int = 3,
+        nan_check_interval: int = 100,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(
+                f"DeepActiveInferenceAgent needs a Discrete action space, got {action_space}"
+            )
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise ValueError(
+                f"DeepActiveInferenceAgent needs a Box observation space, got {observation_space}"
+            )
+        self.num_envs = check_int("agent.num_envs", num_envs, minimum=1)
+        self.latent_dim = check_int("agent.latent_dim", latent_dim, minimum=1)
+        self.gamma = check_range("agent.gamma", gamma, 0.0, 1.0)
+        self.n_step = check_int("agent.n_step", n_step, minimum=1)
+        self.precision = check_positive("agent.precision", precision, allow_zero=True)
+        self.precision_final = (
+            self.precision
+            if precision_final is None
+            else check_positive("agent.precision_final", precision_final, allow_zero=True)
+        )
+        self.precision_anneal_steps = check_int(
+            "agent.precision_anneal_steps", precision_anneal_steps, minimum=0
+        )
+        self.target_precision = (
+            None
+            if target_precision is None
+            else check_positive("agent.target_precision", target_precision, allow_zero=True)
+        )
+        self.risk_weight = check_positive("agent.risk_weight", risk_weight, allow_zero=True)
+        self.ambiguity_weight = check_positive(
+            "agent.ambiguity_weight", ambiguity_weight, allow_zero=True
+        )
+        self.info_gain_weight = check_positive(
+            "agent.info_gain_weight", info_gain_weight, allow_zero=True
+        )
+        self.kl_weight = check_positive("agent.kl_weight", kl_weight, allow_zero=True)
+        self.free_nats = check_positive("agent.free_nats", free_nats, allow_zero=True)
+        self.batch_size = check_int("agent.batch_size", batch_size, minimum=1)
+        buffer_size = check_int("agent.buffer_size", buffer_size, minimum=self.num_envs)
+        self.learning_starts = check_int("agent.learning_starts", learning_starts, minimum=0)
+        self.random_steps = (
+            self.learning_starts
+            if random_steps is None
+            else check_int("agent.random_steps", random_steps, minimum=0)
+        )
+        self.updates_per_step = check_positive("agent.updates_per_step", updates_per_step)
+        model_lr = check_positive("agent.model_lr", model_lr)
+        critic_lr = check_positive("agent.critic_lr", critic_lr)
+        self.grad_clip = check_positive("agent.grad_clip", grad_clip)
+        self.target_tau = check_range("agent.target_tau", target_tau, 0.0, 1.0)
+        if self.target_tau == 0.0:
+            raise ValueError("agent.target_tau: must be > 0 (0 would freeze the target), got 0")
+        self.target_update_interval = check_int(
+            "agent.target_update_interval", target_update_interval, minimum=1
+        )
+        self.huber_delta = check_positive("agent.huber_delta", huber_delta)
+        self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
+        self.horizon = check_int("agent.horizon", horizon, minimum=1)
+        self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)
+        self.cem_samples = check_int("agent.cem_samples", cem_samples, minimum=2)
+        self.cem_elites = check_int("agent.cem_elites", cem_elites, minimum=1)
+        if self.cem_elites > self.cem_samples:
+            raise ValueError(
+                f"agent.cem_elites: must be <= agent.cem_samples={cem_samples}, got {cem_elites}"
+            )
+        self.cem_iterations = check_int("agent.cem_iterations", cem_iterations, minimum=1)
+        self.nan_check_interval = check_int(
+            "agent.nan_check_interval", nan_check_interval, minimum=1
+        )
+        self.amp = check_amp(amp)
+        self.device = torch.device(device)
+        if self.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError(
+                f"trainer.amp='fp16' needs a CUDA device (got device={self.device}); "
+                "use 'bf16' on CPU"
+            )
+
+        self.num_actions = int(action_space.n)
+        self.obs_shape = tuple(int(d) for d in observation_space.shape)
+        self._pixels = observation_space.dtype == np.uint8
+        self._obs_center, self._obs_scale = self._observation_scaling(observation_space)
+
+        z, na = self.latent_dim, self.num_actions
+        self.encoder = encoder(obs_shape=self.obs_shape, latent_dim=z).to(self.device)
+        self.decoder = decoder(latent_dim=z, obs_shape=self.obs_shape).to(self.device)
+        self.transition = transition(latent_dim=z, num_actions=na).to(self.device)
+        self.outcome = outcome(latent_dim=z, num_actions=na).to(self.device)
+        self.critic = value(latent_dim=z, num_actions=na).to(self.device)
+        self.preference = preference().to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.model_params = [
+            *self.encoder.parameters(),
+            *self.decoder.parameters(),
+            *self.transition.parameters(),
+            *self.outcome.parameters(),
+        ]
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.model_params, "lr": model_lr},
+                {"params": list(self.critic.parameters()), "lr": critic_lr},
+            ],
+            # one fused kernel per step instead of a python loop over parameters
+            fused=self.device.type in ("cpu", "cuda"),
+        )
+        self.scaler = grad_scaler(self.device, self.amp)
+        self.replay = ReplayBuffer(
+            buffer_size,
+            self.num_envs,
+            self.obs_shape,
+            obs_dtype=torch.uint8 if self._pixels else torch.float32,
+            device=self.device,
+        )
+        self.env_steps = 0
+        self.num_updates = 0
+        self._update_credit = 0.0
+        # Running mean of the ambiguity, the baseline it is measured against (see _efe_terms).
+        self._ambiguity_baseline = torch.zeros((), device=self.device)
+        self._ambiguity_baseline_ready = False
+        self._all_finite = torch.ones((), dtype=torch.bool, device=self.device)
+
+        self._losses_fn: Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]
+        self._losses_fn = self._losses
+        if compile:
+            self._losses_fn = torch.compile(self._losses, dynamic=False)
+
+    # ------------------------------------------------------------------ helpers
+    def _observation_scaling(self, space: gym.spaces.Box) -> tuple[Tensor, Tensor]:
+        """Centre and half-width per observation entry (1 where a bound is infinite).
+
+        Classic-control observations have wildly different units (MountainCar's velocity
+        spans ±0.07); mapping finite boxes to [−1, 1] lets one network config fit all.
+        """
+        if self._pixels:
+            return (torch.zeros((), device=self.device), torch.full((), 255.0, device=self.device))
+        low = torch.as_tensor(space.low, dtype=torch.float32)
+        high = torch.as_tensor(space.high, dtype=torch.float32)
+        finite = torch.isfinite(low) & torch.isfinite(high) & (high > low)
+        center = torch.where(finite, (high + low) / 2, torch.zeros_like(low))
+        scale = torch.where(finite, (high - low) / 2, torch.ones_like(low))
+        return center.to(self.device), scale.to(self.device)
+
+    def preprocess(self, obs: Tensor) -> Tensor:
+        """Raw observations ``[..., *obs_shape]`` → network inputs (float32, scaled)."""
+        return (obs.float() - self._obs_center) / self._obs_scale
+
+    def current_precision(self) -> float:
+        """γ of q(a), linearly annealed from ``precision`` to ``precision_final``."""
+        if self.precision_anneal_steps == 0:
+            return self.precision_final
+        frac = min(1.0, self.env_steps / self.precision_anneal_steps)
+        return self.precision + frac * (self.precision_final - self.precision)
+
+    def _state_value(self, z: Tensor, precision: float) -> Tensor:
+        """E_{a~q(a|s)}[G_target(s, a)] with q = softmax(−γ·G_online(s)): ``z[B, Z] → [B]``.
+
+        The online critic picks the action distribution and the target critic scores it
+        (the double-estimator trick, which curbs the optimism of minimising over noise).
+        """
+        q = maths.softmax(-self.critic(z), precision)
+        return (q * self.critic_target(z)).sum(-1)
+
+    def _efe_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """Ambiguity and parameter information gain of taking ``action`` in ``z``.
+
+        Args:
+            z: ``[B, Z]`` latent states; action: ``[B]``.
+        Returns:
+            ``(ambiguity[B], info_gain[B])`` in nats. The ambiguity H[p(o|ŝ')] is taken at
+            the ensemble's mean prediction ŝ' and returned *minus its running mean*: in an
+            episodic task a constant per-step ambiguity would reward or punish survival.
+        """
+        means, stds = self.transition(z, action)  # [K, B, Z]
+        info_gain = maths.gaussian_mixture_info_gain(means, stds)
+        _, obs_std = self.decoder(means.mean(0))
+        ambiguity = maths.gaussian_entropy(obs_std.flatten(1))
+        return ambiguity - self._ambiguity_baseline, info_gain
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, num_envs: int) -> None:
+        """The agent infers s from the current observation alone: no per-episode memory."""
+        return None
+
+    @torch.no_grad()
+    def expected_free_energy(self, obs: Tensor) -> Tensor:
+        """G(s, a) for every action under the configured planner: ``obs[N, ...] → [N, A]``."""
+        z, _ = self.encoder(self.preprocess(obs))
+        if self.planner == "mpc":
+            return self._plan(z)
+        return self.critic(z)
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: np.ndarray,
+        state: Any,
+        episode_start: np.ndarray,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Sample a ~ q(a) = softmax(−γ·G) (or its mode when ``deterministic``)."""
+        obs_t = torch.as_tensor(np.asarray(obs), device=self.device)
+        n = obs_t.shape[0]
+        if not deterministic and self.env_steps < self.random_steps:
+            # Before learning starts G is noise; q(a) is taken uniform (γ = 0).
+            actions = torch.randint(0, self.num_actions, (n,))
+            return actions.numpy(), None
+        with autocast(self.device, self.amp):
+            g = self.expected_free_energy(obs_t).float()
+        if deterministic:
+            actions = g.argmin(-1)
+        else:
+            q = maths.softmax(-g, self.current_precision())
+            actions = torch.multinomial(q, 1).squeeze(-1)
+        return actions.cpu().numpy(), None
+
+    def _plan(self, z0: Tensor) -> Tensor:
+        """Model-predictive G(s, a): best imagined H-step sequence starting with each a.
+
+        Sequences are all A^H when that is ≤ ``max_sequences``, else drawn by the
+        cross-entropy method. Returns ``[N, A]`` (inf for a first action never sampled).
+        """
+        n, a, h = z0.shape[0], self.num_actions, self.horizon
+        if a**h <= self.max_sequences:
+            seqs = torch.tensor(list(itertools.product(range(a), repeat=h)), device=self.device)
+            seqs = seqs.unsqueeze(0).expand(n, -1, -1)  # [N, S, H]
+            g = self._rollout(z0, seqs)
+        else:
+            probs = torch.full((n, h, a), 1.0 / a, device=self.device)
+            for _ in range(self.cem_iterations):
+                flat = probs.unsqueeze(1).expand(-1, self.cem_samples, -1, -1).reshape(-1, a)
+                seqs = torch.multinomial(flat, 1).view(n, self.cem_samples, h)
+                g = self._rollout(z0, seqs)
+                elite = g.topk(self.cem_elites, dim=1, largest=False).indices  # [N, E]
+                elite_seqs = seqs.gather(1, elite.unsqueeze(-1).expand(-1, -1, h))
+                counts = F.one_hot(elite_seqs, a).float().mean(1)  # [N, H, A]
+                probs = 0.9 * counts + 0.1 / a  # keep every action possible
+        first = F.one_hot(seqs[..., 0], a).bool()  # [N, S, A]
+        scores = torch.where(first, g.unsqueeze(-1), torch.full_like(g.unsqueeze(-1), math.inf))
+        return scores.min(1).values
+
+    def _rollout(self, z0: Tensor, seqs: Tensor) -> Tensor:
+        """Expected free energy of action sequences ``seqs[N, S, H]`` from ``z0[N, Z]``.
+
+        Each step adds w_r·risk + w_a·ambiguity − β·info_gain for the predicted outcome,
+        weighted by the discount and the predicted probability of not having terminated;
+        the critic's E_q[G] bootstraps the tail. Returns ``[N, S]``.
+        """
+        n, s, h = seqs.shape
+        z = z0.unsqueeze(1).expand(-1, s, -1).reshape(n * s, -1)
+        alive = torch.ones(n * s, device=z.device)
+        total = torch.zeros(n * s, device=z.device)
+        precision = self._target_precision()
+        for t in range(h):
+            act = seqs[..., t].reshape(-1)
+            reward, term_logit = self.outcome(z, act)
+            p_term = torch.sigmoid(term_logit)
+            risk = -self.preference(maths.symexp(reward), p_term)
+            ambiguity, info_gain = self._efe_terms(z, act)
+            g = maths.expected_free_energy(
+                risk,
+                ambiguity,
+                info_gain,
+                risk_weight=self.risk_weight,
+                ambiguity_weight=self.ambiguity_weight,
+                info_gain_weight=self.info_gain_weight,
+            )
+            total = total + (self.gamma**t) * alive * g
+            alive = alive * (1.0 - p_term)
+            means, _ = self.transition(z, act)
+            z = means.mean(0)
+        total = total + (self.gamma**h) * alive * self._state_value(z, precision)
+        return total.view(n, s)
+
+    def _target_precision(self) -> float:
+        return self.current_precision() if self.target_precision is None else self.target_precision
+
+    # ------------------------------------------------------------------ learning
+    def observe(self, transition: Transition) -> None:
+        """Store one vectorised step in the replay buffer."""
+        self.replay.add(transition)
+        self.env_steps += self.num_envs
+
+    def _losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Free-energy and critic losses of a batch of ``[B, L]`` sequences.
+
+        Returns the total loss and a dict of 0-d tensors (losses and EFE terms).
+        """
+        b, length = batch["action"].shape
+        obs = self.preprocess(batch["obs"])  # [B, L, ...]
+        next_obs = self.preprocess(batch["next_obs"])
+        action = batch["action"]
+        reward = batch["reward"]
+        terminated = batch["terminated"].float()
+
+        # --- variational free energy of the first transition of each sequence
+        o_pair = torch.cat([obs[:, 0], next_obs[:, 0]], 0)  # [2B, ...]
+        mean, std = self.encoder(o_pair)
+        z_sample = mean + std * torch.randn_like(std)
+        rec_mean, rec_std = self.decoder(z_sample)
+        reconstruction = -maths.gaussian_log_prob(
+            o_pair.flatten(1), rec_mean.flatten(1), rec_std.flatten(1)
+        ).mean()
+        z0, z1 = z_sample[:b], z_sample[b:]
+        q1_mean, q1_std = mean[b:], std[b:]
+        p_mean, p_std = self.transition(z0, action[:, 0])  # [K, B, Z]
+        # Complexity: the posterior is pulled towards the (fixed) prediction; the ensemble
+        # learns the posterior by its own NLL (a KL-balancing split, so neither chases
+        # the other into collapse).
+        kl = maths.gaussian_kl(q1_mean, q1_std, p_mean.detach(), p_std.detach()).mean(0)
+        kl_loss = maths.free_bits(kl, self.free_nats).mean()
+        transition_nll = -maths.gaussian_log_prob(z1.detach(), p_mean, p_std).mean()
+        r_hat, term_logit = self.outcome(z0, action[:, 0])
+        outcome_nll = 0.5 * (r_hat - maths.symlog(reward[:, 0])).pow(2).mean()
+        outcome_nll = outcome_nll + F.binary_cross_entropy_with_logits(term_logit, terminated[:, 0])
+
+        # --- expected free energy targets over n steps (no gradient)
+        with torch.no_grad():
+            z_seq, _ = self.encoder(obs.flatten(0, 1))  # [B·L, Z]
+            z_next, _ = self.encoder(next_obs.flatten(0, 1))
+            ambiguity, info_gain = self._efe_terms(z_seq, action.flatten())
+            ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
+            risk = -self.preference(reward, terminated)  # −ln P̃(o) of the observed outcome
+            g_step = maths.expected_free_energy(
+                risk,
+                ambiguity,
+                info_gain,
+                risk_weight=self.risk_weight,
+                ambiguity_weight=self.ambiguity_weight,
+                info_gain_weight=self.info_gain_weight,
+            )
+            v_next = self._state_value(z_next, self._target_precision()).view(b, length)
+            target = n_step_efe_target(
+                g_step, v_next, batch["terminated"], batch["truncated"], self.gamma
+            )
+
+        z_in = z_seq.view(b, length, -1)[:, 0]
+        g_pred = self.critic(z_in).gather(1, action[:, :1]).squeeze(1)
+        critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
+
+        total = reconstruction + self.kl_weight * kl_loss + transition_nll + outcome_nll
+        total = total + critic_td
+        metrics = {
+            "losses/reconstruction": reconstruction,
+            "free_energy/kl": kl.mean(),
+            "losses/transition_nll": transition_nll,
+            "losses/outcome_nll": outcome_nll,
+            "losses/critic_td": critic_td,
+            "free_energy/total": reconstruction + kl.mean(),
+            "efe/risk": risk[:, 0].mean(),
+            "efe/ambiguity": ambiguity[:, 0].mean(),
+            "efe/info_gain": info_gain[:, 0].mean(),
+            "efe/G": g_pred.mean(),
+            "_ambiguity_raw": (ambiguity[:, 0] + self._ambiguity_baseline).mean(),
+        }
+        return total, metrics
+
+    def _gradient_step(self) -> dict[str, Tensor]:
+        batch = self.replay.sample(self.batch_size, self.n_step)
+        with autocast(self.device, self.amp):
+            total, metrics = self._losses_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model_params, self.grad_clip)
+        nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.num_updates += 1
+        if self.num_updates % self.target_update_interval == 0:
+            with torch.no_grad():
+                for p_t, p in zip(
+                    self.critic_target.parameters(), self.critic.parameters(), strict=True
+                ):
+                    p_t.lerp_(p, self.target_tau)
+        raw = metrics.pop("_ambiguity_raw").detach().float()
+        if self._ambiguity_baseline_ready:
+            self._ambiguity_baseline.lerp_(raw, 0.01)
+        else:
+            self._ambiguity_baseline.copy_(raw)
+            self._ambiguity_baseline_ready = True
+        return metrics
+
+    def update(self, global_step: int) -> dict[str, Tensor]:
+        """Take ``updates_per_step`` gradient steps (fractional values accumulate).
+
+        Raises:
+            NonFiniteLossError: a loss was NaN/inf (checked every ``nan_check_interval``
+                updates with one fused ``isfinite``; names the loss and the step).
+        """
+        if self.env_steps < self.learning_starts or len(self.replay) < self.batch_size:
+            return {}
+        if self.replay.filled < self.n_step:
+            return {}
+        self._update_credit += self.updates_per_step
+        metrics: dict[str, Tensor] = {}
+        while self._update_credit >= 1.0:
+            self._update_credit -= 1.0
+            metrics = self._gradient_step()
+            losses = torch.stack([metrics[k].detach().float() for k in _LOSS_TAGS])
+            self._all_finite &= torch.isfinite(losses).all()
+            if self.num_updates % self.nan_check_interval == 0:
+                self._raise_if_non_finite(losses, global_step)
+        return metrics
+
+    def _raise_if_non_finite(self, losses: Tensor, global_step: int) -> None:
+        if bool(self._all_finite):
+            return
+        bad = [
+            (tag, float(v))
+            for tag, v in zip(_LOSS_TAGS, losses.tolist(), strict=True)
+            if not math.isfinite(v)
+        ]
+        tag, value = bad[0] if bad else (_LOSS_TAGS[0], None)
+        raise NonFiniteLossError(tag, global_step, value)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _modules(self) -> dict[str, nn.Module]:
+        return {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "transition": self.transition,
+            "outcome": self.outcome,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "preference": self.preference,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimiser, scaler, replay buffer and counters."""
+        return {
+            "modules": {k: m.state_dict() for k, m in self._modules().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "replay": self.replay.state_dict(),
+            "env_steps": self.env_steps,
+            "num_updates": self.num_updates,
+            "update_credit": self._update_credit,
+            "ambiguity_baseline": self._ambiguity_baseline.clone(),
+            "ambiguity_baseline_ready": self._ambiguity_baseline_ready,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for k, m in self._modules().items():
+            m.load_state_dict(state["modules"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.replay.load_state_dict(state["replay"])
+        self.env_steps = int(state["env_steps"])
+        self.num_updates = int(state["num_updates"])
+        self._update_credit = float(state["update_credit"])
+        self._ambiguity_baseline.copy_(state["ambiguity_baseline"])
+        self._ambiguity_baseline_ready = bool(state["ambiguity_baseline_ready"])

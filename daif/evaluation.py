@@ -1,0 +1,242 @@
+"""Vector-env construction and deterministic evaluation episodes, shared by the trainer
+and ``evaluate.py``.
+
+Autoreset: daif uses Gymnasium's ``SAME_STEP`` autoreset mode. When a sub-env's episode
+ends, ``step`` returns the *first observation of the next episode* in ``obs`` and the true
+final observation in ``infos["final_obs"][i]``; :func:`true_next_obs` puts the latter back
+so that a transition's ``next_obs`` is always the observation the action produced.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from daif.envs import make_env
+
+
+def _make(env_id: str, kwargs: Mapping[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None):
+    env = make_env(env_id, **dict(kwargs))
+    return wrapper(env) if wrapper is not None else env
+
+
+def make_vector_env(
+    env_id: str,
+    kwargs: Mapping[str, Any],
+    num_envs: int,
+    wrapper: Callable[[gym.Env], gym.Env] | None = None,
+) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``env_id`` in a ``SyncVectorEnv`` with SAME_STEP autoreset.
+
+    Args:
+        env_id: Gymnasium id (daif's ``daif/...`` ids included).
+        kwargs: keyword arguments for ``gymnasium.make``.
+        num_envs: number of sub-envs (≥ 1).
+        wrapper: optional function applied to each sub-env (e.g. ``RecordVideo``).
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    fn = functools.partial(_make, env_id, dict(kwargs), wrapper)
+    return gym.vector.SyncVectorEnv(
+        [fn] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+def true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
+    """``next_obs`` with rows of finished sub-envs replaced by their final observation.
+
+    Args:
+        next_obs: ``[N, *obs_shape]`` from ``step`` (reset obs where ``done``).
+        done: ``[N]`` bool, ``terminated | truncated``.
+        infos: the step's info dict (``final_obs`` is an object array in SAME_STEP mode).
+    """
+    if not done.any():
+        return next_obs
+    out = np.array(next_obs, copy=True)
+    final = infos["final_obs"]
+    for i in np.flatnonzero(done):
+        out[i] = final[i]
+    return out
+
+
+def run_episodes(
+    agent: Any,
+    envs: gym.vector.VectorEnv,
+    episodes: int,
+    seed: int | None,
+    deterministic: bool = True,
+    max_steps: int = 1_000_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Play ``episodes`` complete episodes and return their returns and lengths.
+
+    Episodes are split evenly over the sub-envs up front (sub-env ``i`` plays
+    ``episodes // N`` plus one for ``i < episodes % N``), so short episodes are not
+    over-counted as they would be by taking the first ``episodes`` to finish.
+
+    Args:
+        agent: object with ``initial_state`` and ``act`` (see :mod:`daif.protocol`).
+        envs: a SAME_STEP-autoreset vector env.
+        episodes: number of episodes (≥ 1).
+        seed: seed for ``envs.reset`` (``None``: continue the envs' RNG).
+        deterministic: act with the mode of q(a).
+        max_steps: give up (``RuntimeError``) after this many vector steps.
+    Returns:
+        ``([episodes] returns, [episodes] lengths)`` as float64 / int64 arrays, ordered by
+        sub-env then by episode.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n = envs.num_envs
+    quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
+    results: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+    obs, _ = envs.reset(seed=seed)
+    state = agent.initial_state(n)
+    episode_start = np.ones(n, dtype=bool)
+    ep_ret = np.zeros(n)
+    ep_len = np.zeros(n, dtype=np.int64)
+    for _ in range(max_steps):
+        actions, state = agent.act(obs, state, episode_start, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        ep_ret += reward
+        ep_len += 1
+        done = np.logical_or(terminated, truncated)
+        for i in np.flatnonzero(done):
+            if len(results[i]) < quota[i]:
+                results[i].append((float(ep_ret[i]), int(ep_len[i])))
+        ep_ret[done] = 0.0
+        ep_len[done] = 0
+        episode_start = done
+        if all(len(r) >= q for r, q in zip(results, quota, strict=True)):
+            flat = [x for r in results for x in r]
+            return np.array([x[0] for x in flat]), np.array([x[1] for x in flat], dtype=np.int64)
+    raise RuntimeError(f"evaluation did not finish {episodes} episodes in {max_steps} steps")
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    episodes: int = 10,
+    seed: int | None = None,
+    deterministic: bool = True,
+    video: bool = False,
+    video_dir: str | Path | None = None,
+    device: str = "cpu",
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Rebuild the agent from the config stored in ``checkpoint``, load its weights, play
+    ``episodes`` episodes and write a JSON summary.
+
+    Args:
+        checkpoint: a checkpoint file or a run dir.
+        episodes: number of episodes (≥ 1).
+        seed: env reset seed; ``None`` → the trainer's eval seed (``seed + EVAL_SEED_OFFSET``),
+            so evaluating the final checkpoint with ``trainer.eval_episodes`` episodes repeats
+            the trainer's last evaluation.
+        deterministic: mode of q(a) (the default) or sampled actions.
+        video: record every episode with Gymnasium's ``RecordVideo`` (one env, rgb_array).
+        video_dir: where videos go; ``None`` → ``<run_dir>/videos``.
+        device: torch device for the agent.
+        output: JSON path; ``None`` → ``<run_dir>/eval.json``.
+    Returns:
+        The summary dict (also written to ``output``): mean, std, min, max, returns, lengths,
+        episodes, env id, global step, seed, checkpoint, video dir.
+    Raises:
+        CheckpointError: missing/unreadable checkpoint, or weights that do not fit the agent
+            its config builds.
+    """
+    import hydra
+    import torch
+    from omegaconf import OmegaConf
+
+    from daif.checkpoint import CheckpointError, load_checkpoint
+    from daif.config import check_int, env_settings, trainer_settings
+    from daif.trainer import EVAL_SEED_OFFSET
+    from daif.utils import pick_device, seed_everything
+
+    check_int("episodes", episodes, minimum=1)
+    ckpt = load_checkpoint(checkpoint)
+    ckpt_path = Path(ckpt["path"])
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    cfg = OmegaConf.create(ckpt["config"])
+    try:
+        t = trainer_settings(cfg)
+        env = env_settings(cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"config stored in the checkpoint is invalid: {exc}") from exc
+    base_seed = int(cfg.get("seed", 0))
+    reset_seed = base_seed + EVAL_SEED_OFFSET if seed is None else int(seed)
+    seed_everything(base_seed)
+
+    wrapper = None
+    kwargs = dict(env.kwargs)
+    out_videos = None
+    if video:
+        from gymnasium.wrappers import RecordVideo
+
+        kwargs.setdefault("render_mode", "rgb_array")
+        out_videos = Path(video_dir) if video_dir is not None else run_dir / "videos"
+        n_videos = episodes
+
+        def wrapper(e: gym.Env) -> gym.Env:
+            return RecordVideo(
+                e,
+                str(out_videos),
+                episode_trigger=lambda i: i < n_videos,
+                name_prefix="eval",
+                disable_logger=True,
+            )
+
+    n_envs = 1 if video else min(episodes, t.num_envs)
+    envs = make_vector_env(env.id, kwargs, n_envs, wrapper=wrapper)
+    model_env = make_env(env.id, **env.kwargs)
+    torch_device = pick_device(device)
+    try:
+        agent = hydra.utils.instantiate(
+            cfg.agent,
+            observation_space=envs.single_observation_space,
+            action_space=envs.single_action_space,
+            num_envs=t.num_envs,
+            env=model_env,
+            device=torch_device,
+            amp=t.amp,
+            compile=False,
+        )
+        agent.load_state_dict(ckpt["agent"])
+    except Exception as exc:
+        envs.close()
+        one_line = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"checkpoint {str(ckpt_path)!r} does not fit the agent its config builds: {one_line}"
+        ) from exc
+    try:
+        with torch.inference_mode():
+            returns, lengths = run_episodes(agent, envs, episodes, reset_seed, deterministic)
+    finally:
+        envs.close()  # RecordVideo writes its last file on close
+        model_env.close()
+
+    summary: dict[str, Any] = {
+        "checkpoint": str(ckpt_path),
+        "env": env.id,
+        "global_step": int(ckpt["loop"]["global_step"]),
+        "episodes": int(episodes),
+        "deterministic": bool(deterministic),
+        "seed": reset_seed,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "returns": [float(r) for r in returns],
+        "lengths": [int(n) for n in lengths],
+        "video_dir": None if out_videos is None else str(out_videos),
+    }
+    out = Path(output) if output is not None else run_dir / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    summary["output"] = str(out)
+    return summary

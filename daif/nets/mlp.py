@@ -1,0 +1,295 @@
+"""Multi-layer-perceptron networks for vector observations (one concern per class).
+
+* :class:`MLPEncoder` — q(s|o), diagonal Gaussian latent.
+* :class:`MLPDecoder` — p(o|s), diagonal Gaussian likelihood with a learned std (its
+  entropy is the ambiguity term of the expected free energy).
+* :class:`TransitionEnsemble` — K Gaussian heads p_k(s'|s, a), evaluated in one batched
+  matrix product per layer (no python loop over members).
+* :class:`OutcomeModel` — p(r, d | s, a): predicted reward and termination, the outcomes
+  the agent holds preferences over (used by the MPC planner in imagination).
+* :class:`RewardPreference` — prior preferences ln P̃(r, d) over those outcomes.
+* :class:`EFECritic` — the amortised expected free energy G(s, ·) of every action.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+}
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def _check_std_range(min_std: float, max_std: float) -> None:
+    if not 0.0 < min_std < max_std:
+        raise ValueError(f"need 0 < min_std < max_std, got min_std={min_std}, max_std={max_std}")
+
+
+def mlp(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int,
+    activation: str = "silu",
+    layer_norm: bool = False,
+) -> nn.Sequential:
+    """Linear → [LayerNorm] → activation, repeated, then a linear output layer."""
+    act = _activation(activation)
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(d, h))
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(act())
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+def bounded_std(raw: Tensor, min_std: float, max_std: float) -> Tensor:
+    """σ = σ_min + (σ_max − σ_min)·sigmoid(raw): a smooth clamp, never 0 nor huge.
+
+    The sigmoid is evaluated in float32 so that bf16 autocast cannot round σ to 0.
+    """
+    return min_std + (max_std - min_std) * torch.sigmoid(raw.float())
+
+
+class MLPEncoder(nn.Module):
+    """q(s|o) = N(μ(o), diag σ(o)²) for flat (or flattened) observations.
+
+    Args:
+        obs_shape: observation shape; flattened to ``prod(obs_shape)`` inputs.
+        latent_dim: Z.
+        hidden: hidden layer widths.
+        min_std, max_std: clamp of the posterior standard deviation.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        latent_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        layer_norm: bool = False,
+        min_std: float = 0.01,
+        max_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_std_range(min_std, max_std)
+        self.obs_shape = tuple(obs_shape)
+        self.latent_dim = latent_dim
+        self.min_std, self.max_std = min_std, max_std
+        self.net = mlp(math.prod(self.obs_shape), hidden, 2 * latent_dim, activation, layer_norm)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``obs[B, *obs_shape]`` → ``(mean[B, Z], std[B, Z])``."""
+        out = self.net(obs.flatten(1))
+        mean, raw = out.chunk(2, dim=-1)
+        return mean.float(), bounded_std(raw, self.min_std, self.max_std)
+
+
+class MLPDecoder(nn.Module):
+    """p(o|s) = N(μ(s), diag σ(s)²) with a state-dependent, clamped σ.
+
+    Args:
+        latent_dim: Z.
+        obs_shape: observation shape the output is reshaped to.
+        min_std, max_std: clamp of the likelihood standard deviation.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        obs_shape: tuple[int, ...],
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        layer_norm: bool = False,
+        min_std: float = 0.01,
+        max_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_std_range(min_std, max_std)
+        self.obs_shape = tuple(obs_shape)
+        self.min_std, self.max_std = min_std, max_std
+        self.net = mlp(latent_dim, hidden, 2 * math.prod(self.obs_shape), activation, layer_norm)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``z[B, Z]`` → ``(mean[B, *obs_shape], std[B, *obs_shape])``."""
+        out = self.net(z)
+        mean, raw = out.chunk(2, dim=-1)
+        shape = (z.shape[0], *self.obs_shape)
+        std = bounded_std(raw, self.min_std, self.max_std)
+        return mean.float().reshape(shape), std.reshape(shape)
+
+
+class EnsembleLinear(nn.Module):
+    """K independent affine maps applied in one batched product: ``[K, B, i] → [K, B, o]``."""
+
+    def __init__(self, num_members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+        self.weight = nn.Parameter(
+            torch.empty(num_members, in_dim, out_dim).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x[K, B, in]`` → ``[K, B, out]``."""
+        return torch.baddbmm(self.bias.to(x.dtype), x, self.weight.to(x.dtype))
+
+
+class TransitionEnsemble(nn.Module):
+    """K Gaussian heads p_k(s'|s, a) = N(s + Δμ_k(s, a), diag σ_k(s, a)²).
+
+    Members differ only by initialisation (and hence by what they extrapolate); their
+    disagreement on (s, a) is the information gain about the model's parameters.
+
+    Args:
+        latent_dim: Z.
+        num_actions: size of the discrete action set (actions enter one-hot).
+        num_members: K ≥ 2.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_actions: int,
+        num_members: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+        min_std: float = 0.01,
+        max_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if num_members < 2:
+            raise ValueError(f"num_members must be ≥ 2 for disagreement, got {num_members}")
+        _check_std_range(min_std, max_std)
+        self.latent_dim, self.num_actions, self.num_members = latent_dim, num_actions, num_members
+        self.min_std, self.max_std = min_std, max_std
+        dims = [latent_dim + num_actions, *hidden]
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(num_members, i, o) for i, o in itertools.pairwise(dims)
+        )
+        self.act = _activation(activation)()
+        self.out = EnsembleLinear(num_members, dims[-1], 2 * latent_dim)
+
+    def forward(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """Predict the next latent under every member.
+
+        Args:
+            z: ``[B, Z]`` (shared by all members) or ``[K, B, Z]`` (one input per member).
+            action: ``[B]`` integer actions.
+        Returns:
+            ``(mean[K, B, Z], std[K, B, Z])``.
+        """
+        a = F.one_hot(action.long(), self.num_actions).to(z.dtype)
+        if z.dim() == 2:
+            z = z.unsqueeze(0).expand(self.num_members, -1, -1)
+        x = torch.cat([z, a.unsqueeze(0).expand(self.num_members, -1, -1)], dim=-1)
+        for layer in self.hidden:
+            x = self.act(layer(x))
+        delta, raw = self.out(x).chunk(2, dim=-1)
+        return z.float() + delta.float(), bounded_std(raw, self.min_std, self.max_std)
+
+
+class OutcomeModel(nn.Module):
+    """p(r, d | s, a): reward ~ N(r̂(s, a), 1) and termination ~ Bernoulli(sigmoid(ℓ(s, a))).
+
+    Reward and termination are the outcomes over which the agent holds preferences;
+    this model predicts them for imagined states (MPC planning).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+        self.net = mlp(latent_dim + num_actions, hidden, 2, activation)
+
+    def forward(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """``z[..., Z]``, ``action[...]`` → ``(reward_mean[...], termination_logit[...])``."""
+        a = F.one_hot(action.long(), self.num_actions).to(z.dtype)
+        out = self.net(torch.cat([z, a], dim=-1)).float()
+        return out[..., 0], out[..., 1]
+
+
+class RewardPreference(nn.Module):
+    """Prior preferences over outcomes: ln P̃(r, d) = r / T + c·d (up to a constant).
+
+    The reward is an outcome the agent prefers with a Boltzmann density,
+    P̃(r) ∝ exp(r / T) (temperature T > 0: lower T = stronger preference), and
+    termination d ∈ {0, 1} is an outcome with log-odds c (c < 0: the agent prefers
+    episodes not to end; c > 0: it prefers reaching a terminal state). The additive
+    constant is fixed so that the outcome (r = 0, d = 0) has ln P̃ = 0: in episodic
+    tasks a constant per-step cost would otherwise act as a bonus for dying (or living).
+
+    """
+
+    def __init__(self, temperature: float = 1.0, termination: float = 0.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"preference temperature must be > 0, got {temperature}")
+        self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
+        self.register_buffer("termination", torch.tensor(float(termination)))
+
+    def forward(self, reward: Tensor, termination_prob: Tensor) -> Tensor:
+        """E_q[ln P̃(r, d)] for q(r) with mean ``reward`` and q(d = 1) = ``termination_prob``.
+
+        Linear in both, so an observed outcome (a point mass) is the special case
+        ``termination_prob ∈ {0, 1}``. Shapes broadcast; returns the broadcast shape.
+        """
+        return (
+            reward.float() * torch.exp(-self.log_temperature) + self.termination * termination_prob
+        )
+
+
+class EFECritic(nn.Module):
+    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``z[..., Z]`` → ``G[..., A]`` (nats; lower is better)."""
+        return self.net(z).float()
+
+
+__all__ = [
+    "EFECritic",
+    "EnsembleLinear",
+    "MLPDecoder",
+    "MLPEncoder",
+    "OutcomeModel",
+    "RewardPreference",
+    "TransitionEnsemble",
+    "bounded_std",
+    "mlp",
+]

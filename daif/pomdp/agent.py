@@ -1,0 +1,552 @@
+"""A pymdp-style active inference agent for discrete POMDPs, batched in torch.
+
+``Agent`` keeps pymdp's names (A, B, C, D, E, pA, pB, pD, qs, q_pi, G, gamma, alpha,
+policy_len, inference_algo, …) and methods (``infer_states``, ``infer_policies``,
+``sample_action``, ``update_A``, ``update_B``, ``update_D``, ``reset``), but every
+belief carries a leading batch dimension of ``batch_size`` independent agents that
+share (or, once they learn, each own) the generative model.
+
+Differences from pymdp 0.0.7.1, on purpose:
+* ``infer_states`` takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
+* ``reset`` also forgets the last action, so the next prior is D, and can reset chosen
+  batch rows only (fixed-point inference);
+* with ``inference_algo="mmp"`` the window's past actions are always the last
+  ``T_past − 1`` ones (pymdp reuses the whole action history when
+  ``inference_horizon == 1``);
+* ``planning="sophisticated"`` scores one-step actions by recursive tree search to depth
+  ``policy_len`` instead of enumerating open-loop policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from daif.maths import log_stable
+from daif.pomdp import control, inference, learning
+from daif.pomdp.model import GenerativeModel
+
+__all__ = ["Agent"]
+
+_ALGOS = {"fpi": "fpi", "vanilla": "fpi", "mmp": "mmp"}
+_PLANNING = ("enumerate", "sophisticated")
+_SAMPLING = ("marginal", "full")
+
+
+class Agent:
+    """Active inference agent (perception, planning, action, learning).
+
+    Args:
+        A, B, C, D, E, pA, pB, pD: the generative model in pymdp's layout (see
+            :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``.
+        A_factor_list: factors each modality's A depends on.
+        policy_len: planning horizon T.
+        inference_horizon: MMP window of past observations.
+        control_fac_idx: controllable factors (default: factors with > 1 action).
+        policies: ``[P, T, F]`` explicit policies (default: all sequences).
+        gamma: policy precision γ in q(π) = σ(ln E − γ G).
+        alpha: action precision α for stochastic selection.
+        use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
+        action_selection: "deterministic" (argmax) or "stochastic" (σ(α ln q(u))).
+        sampling_mode: "marginal" (act from action marginals) or "full" (from q(π)).
+        inference_algo: "fpi" (a.k.a. "VANILLA") or "mmp".
+        inference_params: fpi: ``num_iter``, ``dF``, ``dF_tol``; mmp: ``num_iter``, ``tau``.
+        planning: "enumerate" or "sophisticated".
+        si_action_threshold, si_obs_threshold: pruning thresholds of the tree search.
+        modalities_to_learn, factors_to_learn: "all" or lists of indices.
+        lr_pA, lr_pB, lr_pD: learning rates; fr_pA, fr_pB, fr_pD: forgetting (1 = none).
+        batch_size: number of agents.
+        device, dtype: where and in which precision beliefs live.
+        seed: seed of a private generator for stochastic selection (None: global RNG).
+    """
+
+    def __init__(
+        self,
+        A: Any = None,
+        B: Any = None,
+        C: Any = None,
+        D: Any = None,
+        E: Any = None,
+        pA: Any = None,
+        pB: Any = None,
+        pD: Any = None,
+        *,
+        model: GenerativeModel | None = None,
+        A_factor_list: Sequence[Sequence[int]] | None = None,
+        policy_len: int = 1,
+        inference_horizon: int = 1,
+        control_fac_idx: list[int] | None = None,
+        policies: Any = None,
+        gamma: float = 16.0,
+        alpha: float = 16.0,
+        use_utility: bool = True,
+        use_states_info_gain: bool = True,
+        use_param_info_gain: bool = False,
+        action_selection: str = "deterministic",
+        sampling_mode: str = "marginal",
+        inference_algo: str = "fpi",
+        inference_params: dict[str, Any] | None = None,
+        planning: str = "enumerate",
+        si_action_threshold: float = 1.0 / 16.0,
+        si_obs_threshold: float = 1.0 / 16.0,
+        modalities_to_learn: str | list[int] = "all",
+        lr_pA: float = 1.0,
+        fr_pA: float = 1.0,
+        factors_to_learn: str | list[int] = "all",
+        lr_pB: float = 1.0,
+        fr_pB: float = 1.0,
+        lr_pD: float = 1.0,
+        fr_pD: float = 1.0,
+        use_BMA: bool = True,
+        batch_size: int = 1,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = None,
+    ) -> None:
+        if model is None:
+            model = GenerativeModel(A, B, C, D, E, pA, pB, pD, A_factor_list=A_factor_list)
+        algo = _ALGOS.get(str(inference_algo).lower())
+        if algo is None:
+            raise ValueError(f"inference_algo must be 'fpi' (VANILLA) or 'mmp'; got {inference_algo!r}")
+        if action_selection not in control.ACTION_SELECTIONS:
+            raise ValueError(
+                f"action_selection must be 'deterministic' or 'stochastic'; got {action_selection!r}"
+            )
+        if sampling_mode not in _SAMPLING:
+            raise ValueError(f"sampling_mode must be 'marginal' or 'full'; got {sampling_mode!r}")
+        if planning not in _PLANNING:
+            raise ValueError(f"planning must be 'enumerate' or 'sophisticated'; got {planning!r}")
+        if planning == "sophisticated" and algo != "fpi":
+            raise ValueError("planning='sophisticated' needs inference_algo='fpi'")
+        for name, val in (("policy_len", policy_len), ("inference_horizon", inference_horizon)):
+            if int(val) != val or val < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {val!r}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+        for name, val in (("gamma", gamma), ("alpha", alpha)):
+            if not np.isfinite(val) or val < 0:
+                raise ValueError(f"{name} must be finite and >= 0; got {val!r}")
+        for name, val in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
+            if val < 0:
+                raise ValueError(f"{name} must be >= 0; got {val!r}")
+        for name, val in (("fr_pA", fr_pA), ("fr_pB", fr_pB), ("fr_pD", fr_pD)):
+            if not 0.0 < val <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1]; got {val!r}")
+
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.num_obs = model.num_obs
+        self.num_states = model.num_states
+        self.num_controls = model.num_controls
+        self.num_modalities = model.num_modalities
+        self.num_factors = model.num_factors
+        self.policy_len = int(policy_len)
+        self.inference_horizon = int(inference_horizon)
+        self.gamma = float(gamma)
+        self.alpha = float(alpha)
+        self.use_utility = use_utility
+        self.use_states_info_gain = use_states_info_gain
+        self.use_param_info_gain = use_param_info_gain
+        self.action_selection = action_selection
+        self.sampling_mode = sampling_mode
+        self.inference_algo = algo
+        self.planning = planning
+        self.si_action_threshold = si_action_threshold
+        self.si_obs_threshold = si_obs_threshold
+        self.use_BMA = use_BMA
+        self.lr_pA, self.lr_pB, self.lr_pD = lr_pA, lr_pB, lr_pD
+        self.fr_pA, self.fr_pB, self.fr_pD = fr_pA, fr_pB, fr_pD
+        self.modalities_to_learn = (
+            list(range(self.num_modalities)) if modalities_to_learn == "all" else list(modalities_to_learn)
+        )
+        self.factors_to_learn = (
+            list(range(self.num_factors)) if factors_to_learn == "all" else list(factors_to_learn)
+        )
+        defaults = (
+            {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001}
+            if algo == "fpi"
+            else {"num_iter": 10, "tau": 0.25}
+        )
+        unknown = set(inference_params or {}) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown inference_params {sorted(unknown)} for {algo}: allowed {sorted(defaults)}")
+        self.inference_params = {**defaults, **(inference_params or {})}
+
+        def put(lst: list[Tensor] | None) -> list[Tensor] | None:
+            if lst is None:
+                return None
+            return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
+
+        self.A: list[Tensor] = put(model.A)  # type: ignore[assignment]
+        self.B: list[Tensor] = put(model.B)  # type: ignore[assignment]
+        self.C: list[Tensor] = put(model.C)  # type: ignore[assignment]
+        self.D: list[Tensor] = put(model.D)  # type: ignore[assignment]
+        self.pA = put(model.pA)
+        self.pB = put(model.pB)
+        self.pD = put(model.pD)
+
+        # ---- policies
+        nf = self.num_factors
+        if control_fac_idx is None:
+            control_fac_idx = [f for f in range(nf) if self.num_controls[f] > 1]
+        for f in control_fac_idx:
+            if not 0 <= f < nf:
+                raise ValueError(f"control_fac_idx names factor {f}; there are {nf}")
+        self.control_fac_idx = list(control_fac_idx)
+        if policies is None:
+            horizon = 1 if planning == "sophisticated" else self.policy_len
+            pols = control.construct_policies(
+                self.num_states, self.num_controls, horizon, self.control_fac_idx
+            )
+        else:
+            pols = torch.as_tensor(np.asarray(policies), dtype=torch.long)
+            if pols.ndim != 3 or pols.shape[2] != nf:
+                raise ValueError(f"policies must have shape [P, T, {nf}]; got {tuple(pols.shape)}")
+            for f in range(nf):
+                if int(pols[..., f].max()) >= self.num_controls[f] or int(pols[..., f].min()) < 0:
+                    raise ValueError(
+                        f"policies use action {int(pols[..., f].max())} of factor {f}, "
+                        f"which has {self.num_controls[f]} actions"
+                    )
+            self.policy_len = int(pols.shape[1]) if planning == "enumerate" else self.policy_len
+        self.policies = pols.to(self.device)
+        self.num_policies = int(pols.shape[0])
+        self.tree = control.PolicyTree.from_policies(pols).to(self.device)
+        if model.E is not None and model.E.shape[0] != self.num_policies:
+            raise ValueError(f"E has {model.E.shape[0]} entries but there are {self.num_policies} policies")
+        self.E = model.E.to(self.device, self.dtype) if model.E is not None else None
+
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(int(seed))
+        self._refresh()
+        self.reset()
+
+    # ------------------------------------------------------------------ helpers
+    def _refresh(self) -> None:
+        """Recompute planning quantities after A, B or their counts changed."""
+        self.prep = control.PreparedModel(
+            self.A,
+            self.B,
+            self.C,
+            self.pA if self.use_param_info_gain else None,
+            self.pB if self.use_param_info_gain else None,
+        )
+        if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
+            raise ValueError("planning='sophisticated' needs a model shared by the batch (no learning)")
+
+    def _as_obs(self, obs: Any) -> Tensor:
+        """Observations → ``[b, M]`` long tensor, validated."""
+        if isinstance(obs, (int, np.integer)):
+            obs = [int(obs)]
+        t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
+        if t.is_floating_point():
+            if not torch.equal(t, t.round()):
+                raise ValueError(f"observations must be integer indices; got {obs!r}")
+        t = t.long().to(self.device)
+        if t.ndim == 0:
+            t = t.reshape(1, 1)
+        elif t.ndim == 1:
+            t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
+        if t.shape[0] != self.batch_size:
+            raise ValueError(f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
+        _check_obs(t, self.num_obs)
+        return t
+
+    def _expand_model(self) -> None:
+        """Give every agent its own copy of the model before it learns."""
+        b = self.batch_size
+
+        def ex(lst: list[Tensor] | None) -> list[Tensor] | None:
+            if lst is None:
+                return None
+            return [t.expand(b, *t.shape[1:]).clone() if t.shape[0] == 1 else t for t in lst]
+
+        self.A = ex(self.A)  # type: ignore[assignment]
+        self.B = ex(self.B)  # type: ignore[assignment]
+        self.D = ex(self.D)  # type: ignore[assignment]
+        self.pA, self.pB, self.pD = ex(self.pA), ex(self.pB), ex(self.pD)
+
+    def _uniform(self) -> list[Tensor]:
+        return [
+            torch.full((self.batch_size, s), 1.0 / s, dtype=self.dtype, device=self.device)
+            for s in self.num_states
+        ]
+
+    def _D_batch(self) -> list[Tensor]:
+        return [d.expand(self.batch_size, -1) for d in self.D]
+
+    # ------------------------------------------------------------------ API
+    def reset(self, mask: Any = None) -> list[Tensor]:
+        """Start new episodes: uniform beliefs, no last action (next prior is D).
+
+        Args:
+            mask: ``[b]`` bool, rows to reset (default all). Row-wise resets need fpi.
+        Returns:
+            ``qs``.
+        """
+        b = self.batch_size
+        if mask is None or bool(torch.as_tensor(np.asarray(mask)).all()):
+            self.qs = self._uniform()
+            self.action: Tensor | None = None
+            self._has_action = torch.zeros(b, dtype=torch.bool, device=self.device)
+            self._qs_first: list[Tensor] | None = None
+            self.q_pi = self._policy_prior()
+            self.G = torch.zeros(b, self.num_policies, dtype=self.dtype, device=self.device)
+            self.F = torch.zeros_like(self.G)
+            self.efe_terms: dict[str, Tensor] = {}
+            self.curr_timestep = 0
+            self._lh_hist: list[Tensor] = []
+            self._act_hist: list[Tensor] = []
+            self.latest_belief = [d.clone() for d in self._D_batch()]
+            self.qs_seq: list[list[Tensor]] | None = None
+            return self.qs
+        if self.inference_algo != "fpi":
+            raise ValueError("resetting some batch rows only is supported with inference_algo='fpi'")
+        m = torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=self.device)
+        if m.shape != (b,):
+            raise ValueError(f"reset mask must have shape [{b}]; got {tuple(m.shape)}")
+        uni = self._uniform()
+        self.qs = [torch.where(m[:, None], u, q) for u, q in zip(uni, self.qs, strict=True)]
+        self._has_action = self._has_action & ~m
+        self.q_pi = torch.where(m[:, None], self._policy_prior(), self.q_pi)
+        return self.qs
+
+    def _policy_prior(self) -> Tensor:
+        b, p = self.batch_size, self.num_policies
+        if self.E is not None:
+            return self.E.expand(b, p).clone()
+        return torch.full((b, p), 1.0 / p, dtype=self.dtype, device=self.device)
+
+    def empirical_prior(self) -> list[Tensor]:
+        """Prior over the next state: B[u] q(s) where an action was taken, else D."""
+        d = self._D_batch()
+        if self.action is None:
+            return [x.clone() for x in d]
+        out = []
+        for f in range(self.num_factors):
+            pred = inference._apply(
+                self.qs[f].unsqueeze(1),
+                self.prep.fwd[f],
+                self.action[:, f : f + 1],
+                self.num_controls[f],
+            ).squeeze(1)
+            out.append(torch.where(self._has_action[:, None], pred, d[f]))
+        return out
+
+    def infer_states(self, obs: Any) -> list[Tensor]:
+        """Update beliefs about the current hidden state from an observation.
+
+        Args:
+            obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
+        Returns:
+            ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
+            the per-policy window is in ``qs_seq``).
+        """
+        o = self._as_obs(obs)
+        lik = inference.joint_likelihood(self.prep.A_flat, o)  # [b, SJ]
+        if self.inference_algo == "fpi":
+            prior = self.empirical_prior()
+            p = self.inference_params
+            self.qs = inference.fpi(
+                log_stable(lik), prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
+            )
+        else:
+            self._lh_hist.append(lik)
+            self._lh_hist = self._lh_hist[-self.inference_horizon :]
+            past = len(self._lh_hist)
+            acts = self._act_hist[len(self._act_hist) - (past - 1) :] if past > 1 else []
+            b, p = self.batch_size, self.num_policies
+            pol = self.policies.unsqueeze(0).expand(b, p, -1, -1)
+            if acts:
+                prev = torch.stack(acts, 1).unsqueeze(1).expand(b, p, -1, -1)
+                pol = torch.cat([prev, pol], 2)
+            qs_seq, free = inference.mmp(
+                torch.stack(self._lh_hist, 1),
+                self.B,
+                pol,
+                self.latest_belief,
+                self.num_states,
+                self.policy_len,
+                self.inference_params["num_iter"],
+                self.inference_params["tau"],
+            )
+            self.qs_seq, self.F = qs_seq, free
+            self.qs = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in qs_seq[past - 1]]
+        if self._qs_first is None:
+            self._qs_first = [q.clone() for q in self.qs]
+        return self.qs
+
+    def infer_policies(self) -> tuple[Tensor, Tensor]:
+        """Posterior over policies from their expected free energy.
+
+        Returns:
+            (q_pi ``[b, P]``, G ``[b, P]``) with G = −(utility + info gains) and
+            q_pi = σ(ln E − γ G) (− F(π) under MMP).
+        """
+        flags = dict(
+            use_utility=self.use_utility,
+            use_states_info_gain=self.use_states_info_gain,
+        )
+        if self.inference_algo == "mmp":
+            assert self.qs_seq is not None, "call infer_states before infer_policies"
+            terms = control.evaluate_sequences(
+                self.qs_seq[-(self.policy_len + 1) :],
+                self.prep,
+                use_param_info_gain=self.use_param_info_gain,
+                **flags,
+            )
+            G = terms["G"]
+            q_pi = control.posterior_over_policies(G, self.gamma, self.E, self.F)
+        elif self.planning == "sophisticated":
+            G = control.sophisticated_inference(
+                self.qs,
+                self.prep,
+                self.policies[:, 0, :],
+                self.policy_len,
+                self.gamma,
+                action_threshold=self.si_action_threshold,
+                obs_threshold=self.si_obs_threshold,
+                **flags,
+            )
+            terms = {"G": G}
+            q_pi = control.posterior_over_policies(G, self.gamma, self.E)
+        else:
+            terms = control.evaluate_policies(
+                self.qs, self.prep, self.tree, use_param_info_gain=self.use_param_info_gain, **flags
+            )
+            G = terms["G"]
+            q_pi = control.posterior_over_policies(G, self.gamma, self.E)
+        self.q_pi, self.G, self.efe_terms = q_pi, G, terms
+        return q_pi, G
+
+    def action_marginals(self) -> list[Tensor]:
+        """q(u_f) for each factor, ``[b, U_f]``."""
+        return control.action_marginals(self.q_pi, self.policies, self.num_controls)
+
+    def sample_action(self) -> Tensor:
+        """Choose and remember the next action.
+
+        Returns:
+            ``[b, F]`` long (0 for uncontrolled factors).
+        """
+        if self.sampling_mode == "marginal":
+            action = control.sample_action(
+                self.action_marginals(), self.action_selection, self.alpha, self.generator
+            )
+        else:
+            action = control.sample_policy(
+                self.q_pi, self.policies, self.action_selection, self.alpha, self.generator
+            )
+        self.action = action
+        self._has_action = torch.ones_like(self._has_action)
+        self._step_time()
+        return action
+
+    def _step_time(self) -> None:
+        self.curr_timestep += 1
+        if self.inference_algo != "mmp":
+            return
+        assert self.action is not None
+        self._act_hist.append(self.action)
+        self._act_hist = self._act_hist[-max(self.inference_horizon, 1) :]
+        if self.curr_timestep - self.inference_horizon >= 0 and self.qs_seq is not None:
+            first = self.qs_seq[0]
+            if self.use_BMA:
+                self.latest_belief = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in first]
+            else:
+                self.latest_belief = [q[:, 0] for q in first]
+
+    def step(self, obs: Any) -> Tensor:
+        """``infer_states(obs)``, ``infer_policies()``, ``sample_action()`` in one call."""
+        self.infer_states(obs)
+        self.infer_policies()
+        return self.sample_action()
+
+    def update_A(self, obs: Any) -> list[Tensor]:
+        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA]."""
+        if self.pA is None:
+            raise ValueError("update_A needs Dirichlet counts pA")
+        o = self._as_obs(obs)
+        self._expand_model()
+        self.pA = learning.update_obs_likelihood_dirichlet(
+            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn
+        )
+        self.A = learning.expected_parameters(self.pA)
+        self._refresh()
+        return self.pA
+
+    def update_B(self, qs_prev: list[Tensor]) -> list[Tensor]:
+        """Dirichlet update of pB from the last action, ``qs_prev`` and ``qs``; B ← E[pB]."""
+        if self.pB is None:
+            raise ValueError("update_B needs Dirichlet counts pB")
+        if self.action is None:
+            raise ValueError("update_B needs an action: call sample_action first")
+        self._expand_model()
+        self.pB = learning.update_state_likelihood_dirichlet(
+            self.pB, self.B, self.action, self.qs, qs_prev, self.lr_pB, self.fr_pB, self.factors_to_learn
+        )
+        self.B = learning.expected_parameters(self.pB)
+        self._refresh()
+        return self.pB
+
+    def update_D(self, qs_t0: list[Tensor] | None = None) -> list[Tensor]:
+        """Dirichlet update of pD from the belief about the first state; D ← E[pD].
+
+        Args:
+            qs_t0: F tensors ``[b, S_f]``; default the first posterior since ``reset``
+                (fpi) or the window's first belief (mmp).
+        """
+        if self.pD is None:
+            raise ValueError("update_D needs Dirichlet counts pD")
+        if qs_t0 is None:
+            qs_t0 = self.latest_belief if self.inference_algo == "mmp" else self._qs_first
+        if qs_t0 is None:
+            raise ValueError("update_D needs qs_t0 (no belief has been inferred since reset)")
+        self._expand_model()
+        self.pD = learning.update_state_prior_dirichlet(
+            self.pD, qs_t0, self.lr_pD, self.fr_pD, self.factors_to_learn
+        )
+        self.D = [p / p.sum(-1, keepdim=True) for p in self.pD]
+        return self.pD
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Model parameters and counts (beliefs are per episode and not saved)."""
+        out: dict[str, Any] = {"A": self.A, "B": self.B, "D": self.D}
+        for k in ("pA", "pB", "pD"):
+            out[k] = getattr(self, k)
+        if self.generator is not None:
+            out["generator"] = self.generator.get_state()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        for k in ("A", "B", "D", "pA", "pB", "pD"):
+            v = state.get(k)
+            setattr(self, k, None if v is None else [t.to(self.device, self.dtype) for t in v])
+        if "generator" in state and self.generator is not None:
+            self.generator.set_state(state["generator"])
+        self._refresh()
+
+
+def _check_obs(obs: Tensor, num_obs: list[int]) -> None:
+    if obs.shape[1] != len(num_obs):
+        raise ValueError(
+            f"observation has {obs.shape[1]} modalities per row; the model has {len(num_obs)}"
+        )
+    for m, n in enumerate(num_obs):
+        col = obs[:, m]
+        bad = (col < 0) | (col >= n)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f"observation index {int(col[i])} out of range for modality {m} "
+                f"(valid 0..{n - 1}) in batch row {i}"
+            )

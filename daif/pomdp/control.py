@@ -1,0 +1,491 @@
+"""Policies, expected free energy and action selection, vectorised over policies.
+
+Expected free energy of a policy π over horizon T (pymdp / SPM conventions):
+
+    G(π) = −Σ_t [ utility_t + state info gain_t + parameter info gain_t ]
+    utility_t          = Σ_o q(o_t|π) ln P̃(o),           ln P̃ = ln σ(C)
+    state info gain_t  = H[q(o_t|π)] − Σ_s q(s_t|π) H[p(o|s)]   (= I(o_t; s_t))
+    pA info gain_t     = −Σ_o q(o_t|π) Σ_s W_A(o,s) q(s_t|π),   W = wnorm(pA)
+    pB info gain_t     = −Σ_f q(s_t,f|π) · W_B[:, :, u_t] q(s_{t−1},f|π)
+
+and q(π) = σ(ln E − γ G). Outcomes of several modalities are treated jointly (the
+state information gain is the mutual information between the joint outcome and the
+state). Predicted states use the mean field over factors, q(s_t,f|π) = B_f[u_t] q(s_{t−1},f).
+
+Policies that share a prefix share predicted states, so states are propagated over
+the *tree* of distinct prefixes (one matrix product per level for all children) and
+each policy's G is a sum of its nodes' terms — no Python loop over policies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from daif.maths import entropy, log_stable, softmax
+from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
+
+__all__ = [
+    "ACTION_SELECTIONS",
+    "PolicyTree",
+    "PreparedModel",
+    "action_marginals",
+    "construct_policies",
+    "evaluate_policies",
+    "evaluate_sequences",
+    "posterior_over_policies",
+    "sample_action",
+    "sample_policy",
+    "sophisticated_inference",
+]
+
+ACTION_SELECTIONS = ("deterministic", "stochastic")
+
+
+def construct_policies(
+    num_states: list[int],
+    num_controls: list[int] | None = None,
+    policy_len: int = 1,
+    control_fac_idx: list[int] | None = None,
+) -> Tensor:
+    """All action sequences over the control factors, in pymdp's order.
+
+    Args:
+        num_states: factor sizes (used when ``num_controls`` is None).
+        num_controls: actions per factor (uncontrolled factors have 1).
+        policy_len: horizon T ≥ 1.
+        control_fac_idx: controllable factors (default: those with > 1 action).
+    Returns:
+        ``[P, T, F]`` long, ``P = Π_f U_f^T``; the last factor at the last step varies
+        fastest.
+    """
+    if policy_len < 1:
+        raise ValueError(f"policy_len must be >= 1; got {policy_len}")
+    nf = len(num_states)
+    if control_fac_idx is None:
+        if num_controls is not None:
+            control_fac_idx = [f for f, n in enumerate(num_controls) if n > 1]
+        else:
+            control_fac_idx = list(range(nf))
+    if num_controls is None:
+        num_controls = [num_states[f] if f in control_fac_idx else 1 for f in range(nf)]
+    ranges = [range(n) for n in list(num_controls) * policy_len]
+    pols = torch.tensor(list(itertools.product(*ranges)), dtype=torch.long)
+    return pols.reshape(-1, policy_len, nf)
+
+
+@dataclass
+class PolicyTree:
+    """The prefix tree of a set of policies.
+
+    Attributes:
+        parents: per level t, ``[N_t]`` index of each node's parent at level t−1
+            (level 0 nodes have parent 0, the root).
+        actions: per level t, ``[N_t, F]`` the action taken into the node.
+        node_of_policy: ``[T, P]`` the node of policy p at level t.
+    """
+
+    parents: list[Tensor] = field(default_factory=list)
+    actions: list[Tensor] = field(default_factory=list)
+    node_of_policy: Tensor = field(default_factory=lambda: torch.empty(0))
+
+    @classmethod
+    def from_policies(cls, policies: Tensor) -> PolicyTree:
+        """Build the tree of ``policies [P, T, F]``."""
+        p, t_len, nf = policies.shape
+        tree = cls()
+        nodes = []
+        prev_inv = torch.zeros(p, dtype=torch.long)
+        for t in range(t_len):
+            prefix = policies[:, : t + 1, :].reshape(p, -1)
+            uniq, inv = torch.unique(prefix, dim=0, return_inverse=True)
+            first = torch.full((uniq.shape[0],), p, dtype=torch.long)
+            first = first.scatter_reduce(0, inv, torch.arange(p), reduce="amin")
+            tree.parents.append(prev_inv[first].clone())
+            tree.actions.append(uniq.reshape(-1, t + 1, nf)[:, t, :].clone())
+            nodes.append(inv)
+            prev_inv = inv
+        tree.node_of_policy = torch.stack(nodes)
+        return tree
+
+    def to(self, device: torch.device) -> PolicyTree:
+        return PolicyTree(
+            [x.to(device) for x in self.parents],
+            [x.to(device) for x in self.actions],
+            self.node_of_policy.to(device),
+        )
+
+
+def _matmul(x: Tensor, m: Tensor) -> Tensor:
+    """``x [b, N, K] @ m [bm, K, J]`` with ``bm`` 1 (shared) or b → ``[b, N, J]``."""
+    if m.shape[0] == 1:
+        b, n, k = x.shape
+        return (x.reshape(b * n, k) @ m[0]).reshape(b, n, -1)
+    return torch.bmm(x, m)
+
+
+class PreparedModel:
+    """Quantities derived from A, B, C (and pA, pB) that planning reuses every step.
+
+    All tensors carry a leading model-batch dim ``bm`` (1 if shared by all agents).
+
+    Args:
+        A: M tensors ``[bm, O_m, S_1..S_F]``.
+        B: F tensors ``[bm, S_f, S_f, U_f]``.
+        C: M tensors ``[bm, O_m]`` log-preferences.
+        pA, pB: Dirichlet counts (same shapes) or None.
+        joint_outcome_limit: refuse to build the joint-outcome likelihood beyond this
+            many entries (O_joint × S_joint).
+    """
+
+    def __init__(
+        self,
+        A: list[Tensor],
+        B: list[Tensor],
+        C: list[Tensor],
+        pA: list[Tensor] | None = None,
+        pB: list[Tensor] | None = None,
+        joint_outcome_limit: int = 2**26,
+    ) -> None:
+        self.num_states = [int(b.shape[1]) for b in B]
+        self.num_controls = [int(b.shape[-1]) for b in B]
+        self.num_obs = [int(a.shape[1]) for a in A]
+        sj = 1
+        for s in self.num_states:
+            sj *= s
+        self.sj = sj
+        bm = max([a.shape[0] for a in A] + [b.shape[0] for b in B] + [c.shape[0] for c in C])
+        self.A_flat = [a.reshape(a.shape[0], a.shape[1], sj) for a in A]  # [bm, O, SJ]
+        # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences
+        self.lnC = [log_stable(softmax(c)) for c in C]  # [bm, O]
+        # expected utility of each joint state: Σ_m Σ_o A_m(o|s) ln P̃(o_m)
+        u = 0.0
+        for a, lc in zip(self.A_flat, self.lnC, strict=True):
+            u = u + (a * lc.unsqueeze(-1)).sum(1)
+        self.utility_s = u.expand(bm, sj) if isinstance(u, Tensor) else u  # [bm, SJ]
+        # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s)
+        oj = 1
+        for o in self.num_obs:
+            oj *= o
+        if len(A) > 1 and oj * sj > joint_outcome_limit:
+            raise ValueError(
+                f"joint outcome space {self.num_obs} × {sj} states is too large "
+                f"({oj * sj} > {joint_outcome_limit}); use use_states_info_gain=False"
+            )
+        lj = self.A_flat[0]
+        for a in self.A_flat[1:]:
+            lj = (lj.unsqueeze(2) * a.unsqueeze(1)).reshape(max(lj.shape[0], a.shape[0]), -1, sj)
+        self.L = lj  # [bm, OJ, SJ]
+        self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
+        self.H_A = entropy(lj, dim=1)  # [bm, SJ] entropy of the joint outcome per state
+        self.num_obs_joint = oj
+        # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
+        self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
+        self.AT = [a.transpose(1, 2).contiguous() for a in self.A_flat]  # [bm, SJ, O]
+        self.wA = None
+        if pA is not None:
+            # W_A masked to where counts exist, as [bm, SJ, O] for q(s) @ W^T
+            self.wA = [
+                (wnorm(p, dim=1) * (p > 0)).reshape(p.shape[0], p.shape[1], sj).transpose(1, 2)
+                for p in pA
+            ]
+        self.wB = None
+        if pB is not None:
+            self.wB = [
+                (wnorm(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
+                for p in pB
+            ]
+
+
+def _children(q: Tensor, op: Tensor, parents: Tensor, actions: Tensor, nu: int) -> Tensor:
+    """States after each tree edge: ``q [b, N_prev, S]`` → ``[b, N_t, S]``."""
+    allu = _matmul(q, op)  # [b, N_prev, U*S]
+    b, n_prev, _ = allu.shape
+    s = allu.shape[-1] // nu
+    flat = allu.reshape(b, n_prev * nu, s)
+    return flat.index_select(1, parents * nu + actions)
+
+
+def evaluate_policies(
+    qs: list[Tensor],
+    model: PreparedModel,
+    tree: PolicyTree,
+    use_utility: bool = True,
+    use_states_info_gain: bool = True,
+    use_param_info_gain: bool = False,
+) -> dict[str, Tensor]:
+    """Expected free energy terms of every policy.
+
+    Args:
+        qs: F tensors ``[b, S_f]`` current posterior.
+        model: derived model tensors.
+        tree: the policies' prefix tree.
+    Returns:
+        dict of ``[b, P]`` tensors: ``utility``, ``states_info_gain``,
+        ``param_info_gain`` (each summed over the horizon) and ``G`` = −(their sum).
+    """
+    b = qs[0].shape[0]
+    p = tree.node_of_policy.shape[1]
+    dt, dev = qs[0].dtype, qs[0].device
+    util = torch.zeros(b, p, dtype=dt, device=dev)
+    sig = torch.zeros(b, p, dtype=dt, device=dev)
+    pig = torch.zeros(b, p, dtype=dt, device=dev)
+    parent_q = [q.unsqueeze(1) for q in qs]  # [b, 1, S_f]
+    for t, (parents, acts) in enumerate(zip(tree.parents, tree.actions, strict=True)):
+        child_q = [
+            _children(pq, model.fwd[f], parents, acts[:, f], model.num_controls[f])
+            for f, pq in enumerate(parent_q)
+        ]
+        joint = joint_from_marginals(child_q)  # [b, N, SJ]
+        nodes = tree.node_of_policy[t]
+        if use_utility:
+            u_node = _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
+            util = util + u_node[:, nodes]
+        if use_states_info_gain:
+            qo = _matmul(joint, model.LT)  # [b, N, OJ]
+            amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
+            sig = sig + (entropy(qo) - amb)[:, nodes]
+        if use_param_info_gain:
+            g = torch.zeros_like(joint[..., 0])
+            if model.wA is not None:
+                for m, w in enumerate(model.wA):
+                    qo_m = _matmul(joint, model.AT[m])
+                    g = g - (qo_m * _matmul(joint, w)).sum(-1)
+            if model.wB is not None:
+                for f, w in enumerate(model.wB):
+                    wq = _children(parent_q[f], w, parents, acts[:, f], model.num_controls[f])
+                    g = g - (child_q[f] * wq).sum(-1)
+            pig = pig + g[:, nodes]
+        parent_q = child_q
+    return {
+        "utility": util,
+        "states_info_gain": sig,
+        "param_info_gain": pig,
+        "G": -(util + sig + pig),
+    }
+
+
+def posterior_over_policies(
+    G: Tensor, gamma: float, E: Tensor | None = None, F: Tensor | None = None
+) -> Tensor:
+    """q(π) = σ(ln E − γ G − F) over the last dim; ``E`` None means uniform.
+
+    Args:
+        G: ``[b, P]``; E: ``[P]`` or ``[b, P]``; F: ``[b, P]`` the variational free
+            energy of each policy (MMP) or None.
+    """
+    logits = -gamma * G
+    if E is not None:
+        logits = logits + log_stable(E)
+    if F is not None:
+        logits = logits - F
+    return softmax(logits)
+
+
+def action_marginals(q_pi: Tensor, policies: Tensor, num_controls: list[int]) -> list[Tensor]:
+    """q(u_f) = Σ_π q(π) [π_0,f = u], per factor.
+
+    Args:
+        q_pi: ``[b, P]``; policies ``[P, T, F]``.
+    Returns:
+        F tensors ``[b, U_f]``.
+    """
+    out = []
+    for f, n in enumerate(num_controls):
+        onehot = torch.nn.functional.one_hot(policies[:, 0, f], n).to(q_pi.dtype)
+        m = q_pi @ onehot
+        out.append(m / m.sum(-1, keepdim=True))
+    return out
+
+
+def sample_action(
+    marginals: list[Tensor],
+    action_selection: str = "deterministic",
+    alpha: float = 16.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick one action per factor from the action marginals.
+
+    Deterministic: argmax (first maximum). Stochastic: sample from σ(α ln q(u)).
+
+    Returns:
+        ``[b, F]`` long.
+    """
+    if action_selection not in ACTION_SELECTIONS:
+        raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}")
+    acts = []
+    for m in marginals:
+        if action_selection == "deterministic":
+            acts.append(m.argmax(-1))
+        else:
+            p = softmax(log_stable(m), alpha)
+            acts.append(torch.multinomial(p, 1, generator=generator).squeeze(-1))
+    return torch.stack(acts, -1)
+
+
+def sample_policy(
+    q_pi: Tensor,
+    policies: Tensor,
+    action_selection: str = "deterministic",
+    alpha: float = 16.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """First actions of a policy picked from q(π) (pymdp's ``sampling_mode="full"``).
+
+    Returns:
+        ``[b, F]`` long.
+    """
+    if action_selection not in ACTION_SELECTIONS:
+        raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}")
+    if action_selection == "deterministic":
+        idx = q_pi.argmax(-1)
+    else:
+        idx = torch.multinomial(softmax(log_stable(q_pi), alpha), 1, generator=generator).squeeze(-1)
+    return policies[idx.to(policies.device), 0, :].to(q_pi.device)
+
+
+# ---------------------------------------------------------------------------
+# Sophisticated inference
+# ---------------------------------------------------------------------------
+def _one_step_terms(
+    joint: Tensor, model: PreparedModel, use_utility: bool, use_states_info_gain: bool
+) -> tuple[Tensor, Tensor]:
+    """−(utility + state info gain) of predicted joint states ``[K, U, SJ]`` and q(o)."""
+    k, u, sj = joint.shape
+    flat = joint.reshape(1, k * u, sj)
+    qo = _matmul(flat, model.LT[:1]).reshape(k, u, -1)
+    g = torch.zeros(k, u, dtype=joint.dtype, device=joint.device)
+    if use_utility:
+        g = g - _matmul(flat, model.utility_s[:1].unsqueeze(-1)).reshape(k, u)
+    if use_states_info_gain:
+        amb = _matmul(flat, model.H_A[:1].unsqueeze(-1)).reshape(k, u)
+        g = g - (entropy(qo) - amb)
+    return g, qo
+
+
+def sophisticated_inference(
+    qs: list[Tensor],
+    model: PreparedModel,
+    joint_actions: Tensor,
+    horizon: int,
+    gamma: float = 16.0,
+    use_utility: bool = True,
+    use_states_info_gain: bool = True,
+    action_threshold: float = 1.0 / 16.0,
+    obs_threshold: float = 1.0 / 16.0,
+) -> Tensor:
+    """Expected free energy of each next action by recursive search over actions and outcomes.
+
+    G(u | q) = G_1(u | q) + Σ_o q(o | u) Σ_u' q(u' | o) G(u' | q(s | o, u)),
+    q(u' | o) = σ(−γ G(· | q(s | o, u))), to depth ``horizon``. Branches are pruned:
+    an action is expanded only if its one-step probability σ(−γ G_1) exceeds
+    ``action_threshold`` and an outcome only if q(o | u) exceeds ``obs_threshold``
+    (pruned outcomes contribute nothing, as in SPM's ``spm_forwards``).
+    Posteriors after an outcome are over the joint state, projected back to
+    factor marginals (mean field). Uses the shared model (``bm`` = 1).
+
+    Args:
+        qs: F tensors ``[b, S_f]``.
+        joint_actions: ``[U, F]`` the actions (one-step policies) to score.
+        horizon: search depth ≥ 1.
+    Returns:
+        G ``[b, U]``.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1; got {horizon}")
+    return _si_recurse(
+        [q for q in qs],
+        model,
+        joint_actions,
+        horizon,
+        gamma,
+        use_utility,
+        use_states_info_gain,
+        action_threshold,
+        obs_threshold,
+    )
+
+
+def _si_recurse(
+    qs: list[Tensor],
+    model: PreparedModel,
+    joint_actions: Tensor,
+    depth: int,
+    gamma: float,
+    use_utility: bool,
+    use_sig: bool,
+    act_thr: float,
+    obs_thr: float,
+) -> Tensor:
+    k = qs[0].shape[0]
+    nu = joint_actions.shape[0]
+    # predicted factor marginals for every joint action: [K, U, S_f]
+    nxt = []
+    for f, q in enumerate(qs):
+        allu = (q @ model.fwd[f][0]).reshape(k, model.num_controls[f], -1)
+        nxt.append(allu[:, joint_actions[:, f], :])
+    joint = joint_from_marginals(nxt)  # [K, U, SJ]
+    g, qo = _one_step_terms(joint, model, use_utility, use_sig)
+    if depth == 1:
+        return g
+    q_u = softmax(-gamma * g)
+    ki, ui = (q_u > act_thr).nonzero(as_tuple=True)
+    if ki.numel() == 0:
+        return g
+    qo_sel = qo[ki, ui]  # [n, OJ]
+    ni, oi = (qo_sel > obs_thr).nonzero(as_tuple=True)
+    if ni.numel() == 0:
+        return g
+    prior = joint[ki[ni], ui[ni]]  # [m, SJ]
+    post = model.L[0][oi] * prior
+    post = post / post.sum(-1, keepdim=True)
+    post_f = marginals_from_joint(post, model.num_states)
+    g_next = _si_recurse(
+        post_f, model, joint_actions, depth - 1, gamma, use_utility, use_sig, act_thr, obs_thr
+    )
+    value = (softmax(-gamma * g_next) * g_next).sum(-1)  # [m]
+    contrib = qo_sel[ni, oi] * value
+    per_branch = torch.zeros(ki.shape[0], dtype=g.dtype, device=g.device).index_add(0, ni, contrib)
+    return g.index_put((ki, ui), per_branch, accumulate=True)
+
+
+def evaluate_sequences(
+    qs_seq: list[list[Tensor]],
+    model: PreparedModel,
+    use_utility: bool = True,
+    use_states_info_gain: bool = True,
+    use_param_info_gain: bool = False,
+) -> dict[str, Tensor]:
+    """Expected free energy terms of given per-policy state sequences (used after MMP).
+
+    Args:
+        qs_seq: per time step, F tensors ``[b, P, S_f]`` (q(s_t | π)).
+    Returns:
+        dict of ``[b, P]`` tensors as :func:`evaluate_policies` (the parameter
+        information gain covers A only: the per-policy sequences carry no edges).
+    """
+    b, p = qs_seq[0][0].shape[:2]
+    dt, dev = qs_seq[0][0].dtype, qs_seq[0][0].device
+    util = torch.zeros(b, p, dtype=dt, device=dev)
+    sig = torch.zeros(b, p, dtype=dt, device=dev)
+    pig = torch.zeros(b, p, dtype=dt, device=dev)
+    for qs_t in qs_seq:
+        joint = joint_from_marginals(qs_t)  # [b, P, SJ]
+        if use_utility:
+            util = util + _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
+        if use_states_info_gain:
+            qo = _matmul(joint, model.LT)
+            amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
+            sig = sig + entropy(qo) - amb
+        if use_param_info_gain and model.wA is not None:
+            for m, w in enumerate(model.wA):
+                pig = pig - (_matmul(joint, model.AT[m]) * _matmul(joint, w)).sum(-1)
+    return {
+        "utility": util,
+        "states_info_gain": sig,
+        "param_info_gain": pig,
+        "G": -(util + sig + pig),
+    }

@@ -5,8 +5,10 @@ environment steps and evaluated every 2,500 steps with 10 deterministic episodes
 separate evaluation environment. From each run's evaluation history we report:
 
 * steps to target — the first evaluation step whose mean return is ≥ ``--target``;
-* time to target — training wall-clock seconds up to that evaluation (evaluation time
-  excluded where the run reports it, see ``_daif_eval_times``);
+* time to target — training seconds up to that evaluation, time spent evaluating
+  excluded (daif and baselines alike), as wall-clock time and as the process's CPU time.
+  The machine is shared and every run uses one thread, so CPU time is the fairer
+  comparison between runs that overlapped with different loads;
 * final eval — mean ± std of the last evaluation;
 * wall time and env steps/s of the whole run.
 
@@ -26,12 +28,15 @@ Usage::
         --ablate agent.info_gain_weight=0
 
 Runs execute in parallel worker processes (one torch thread each). The markdown table
-is written to ``benchmarks/results/<env>.md`` (``--out`` to change).
+is written to ``benchmarks/results/<env>.md`` (``--out`` to change) and every run's
+evaluation history to the ``.json`` beside it; ``--load FILE.json`` adds the runs of an
+earlier invocation to the table (e.g. baselines run once, daif rerun after tuning).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -39,9 +44,10 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -158,14 +164,15 @@ ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 class RunResult:
     """One training run.
 
-    ``evals`` holds ``(step, mean, std, train_seconds)`` per evaluation, where
-    ``train_seconds`` is the wall-clock time spent training (not evaluating) up to it.
+    ``evals`` holds ``(step, mean, std, train_wall_s, train_cpu_s)`` per evaluation:
+    the wall-clock and CPU seconds spent training (not evaluating) up to it.
     """
 
     algo: str
     seed: int
-    evals: list[tuple[int, float, float, float]] = field(default_factory=list)
+    evals: list[tuple[int, float, float, float, float]] = field(default_factory=list)
     wall_time: float = math.nan
+    cpu_time: float = math.nan
     steps: int = 0
     error: str | None = None
 
@@ -192,11 +199,18 @@ def steps_to_target(evals: Sequence[Sequence[float]], target: float) -> int | No
     return None
 
 
-def time_to_target(evals: Sequence[Sequence[float]], target: float) -> float | None:
-    """Training seconds (4th field) at the first evaluation with mean ≥ ``target``."""
+def time_to_target(
+    evals: Sequence[Sequence[float]], target: float, cpu: bool = False
+) -> float | None:
+    """Training seconds at the first evaluation with mean ≥ ``target`` (None if never).
+
+    Args:
+        evals: ``(step, mean, std, train_wall_s, train_cpu_s)`` tuples in training order.
+        cpu: take the CPU seconds (5th field) instead of the wall-clock ones (4th).
+    """
     for entry in evals:
         if entry[1] >= target:
-            return float(entry[3])
+            return float(entry[4] if cpu else entry[3])
     return None
 
 
@@ -239,6 +253,7 @@ def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any
         ok = [r for r in runs if r.error is None]
         steps = [steps_to_target(r.evals, target) for r in ok]
         times = [time_to_target(r.evals, target) for r in ok]
+        cpu_times = [time_to_target(r.evals, target, cpu=True) for r in ok]
         finals = [r.final[0] for r in ok]
         rows.append(
             {
@@ -248,6 +263,7 @@ def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any
                 "solved": sum(s is not None for s in steps),
                 "median_steps": median_with_failures(steps) if ok else math.nan,
                 "median_time": median_with_failures(times) if ok else math.nan,
+                "median_cpu_time": median_with_failures(cpu_times) if ok else math.nan,
                 "median_final": statistics.median(finals) if finals else math.nan,
                 "final_at_target": sum(f >= target for f in finals),
                 "median_wall": statistics.median(r.wall_time for r in ok) if ok else math.nan,
@@ -260,7 +276,7 @@ def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any
 def markdown_tables(results: Sequence[RunResult], target: float) -> str:
     """Per-run table, then the per-algorithm summary with ratios against ``daif``."""
     lines = [
-        "| algo | seed | steps to target | time to target (s) | final eval "
+        "| algo | seed | steps to target | time to target (s, wall / CPU) | final eval "
         "| wall time (s) | env steps/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -271,30 +287,33 @@ def markdown_tables(results: Sequence[RunResult], target: float) -> str:
         mean, std = r.final
         lines.append(
             f"| {r.algo} | {r.seed} | {_fmt(steps_to_target(r.evals, target))} "
-            f"| {_fmt(time_to_target(r.evals, target), 1)} | {mean:.1f} ± {std:.1f} "
+            f"| {_fmt(time_to_target(r.evals, target), 1)} / "
+            f"{_fmt(time_to_target(r.evals, target, cpu=True), 1)} | {mean:.1f} ± {std:.1f} "
             f"| {r.wall_time:.0f} | {r.sps:.0f} |"
         )
     rows = summarise(results, target)
     ref = next((row for row in rows if row["algo"] == "daif"), None)
     lines += [
         "",
-        "| algo (median over seeds) | solved | steps to target | time to target (s) "
-        "| final eval | final ≥ target | wall time (s) | env steps/s "
-        "| steps ratio vs daif | time ratio vs daif |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| algo (median over seeds) | solved | steps to target "
+        "| time to target (s, wall / CPU) | final eval | final ≥ target | wall time (s) "
+        "| env steps/s | ratio vs daif: steps | wall time | CPU time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if ref is None or row is ref:
-            rs = rt = "–"
+            rs = rt = rc = "–"
         else:
             rs = _fmt(ratio(row["median_steps"], ref["median_steps"]), 2)
             rt = _fmt(ratio(row["median_time"], ref["median_time"]), 2)
+            rc = _fmt(ratio(row["median_cpu_time"], ref["median_cpu_time"]), 2)
         errors = f" ({row['errors']} errors)" if row["errors"] else ""
         lines.append(
             f"| **{row['algo']}** | {row['solved']}/{row['seeds']}{errors} "
-            f"| {_fmt(row['median_steps'])} | {_fmt(row['median_time'], 1)} "
-            f"| {_fmt(row['median_final'], 1)} | {row['final_at_target']}/{row['seeds']} "
-            f"| {_fmt(row['median_wall'])} | {_fmt(row['median_sps'])} | {rs} | {rt} |"
+            f"| {_fmt(row['median_steps'])} | {_fmt(row['median_time'], 1)} / "
+            f"{_fmt(row['median_cpu_time'], 1)} | {_fmt(row['median_final'], 1)} "
+            f"| {row['final_at_target']}/{row['seeds']} | {_fmt(row['median_wall'])} "
+            f"| {_fmt(row['median_sps'])} | {rs} | {rt} | {rc} |"
         )
     return "\n".join(lines)
 
@@ -302,6 +321,36 @@ def markdown_tables(results: Sequence[RunResult], target: float) -> str:
 # ---------------------------------------------------------------------------
 # Workers (run in child processes)
 # ---------------------------------------------------------------------------
+class TrainClock:
+    """Wall-clock and CPU seconds of a run, with evaluation periods taken out."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.eval_wall = self.eval_cpu = 0.0
+
+    def total(self) -> tuple[float, float]:
+        """(wall, CPU) seconds since :meth:`start`, evaluations included."""
+        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+
+    def training(self) -> tuple[float, float]:
+        """(wall, CPU) seconds since :meth:`start`, evaluations excluded."""
+        wall, cpu = self.total()
+        return wall - self.eval_wall, cpu - self.eval_cpu
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Time spent inside this block is not training time."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.eval_wall += time.perf_counter() - w0
+            self.eval_cpu += time.process_time() - c0
+
+
 def _worker_setup() -> None:
     import torch
 
@@ -309,29 +358,20 @@ def _worker_setup() -> None:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
-def _daif_eval_times(result: Any, total_steps: int) -> list[float]:
-    """Training seconds at each evaluation of a daif run.
-
-    Uses the per-evaluation times if the trainer reports them (``result.eval_times``);
-    otherwise spreads the run's training time evenly over steps (an estimate, stated
-    in the results file).
-    """
-    times = getattr(result, "eval_times", None)
-    if times is not None and len(times) == len(result.eval_history):
-        return [float(t) for t in times]
-    per_step = result.wall_time / max(total_steps, 1)
-    return [step * per_step for step, _, _ in result.eval_history]
-
-
 def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence[str]) -> RunResult:
-    """Train daif on an env preset via ``hydra.compose`` + ``daif.trainer.train``."""
+    """Train daif on an env preset (``hydra.compose`` + ``daif.trainer.Trainer``).
+
+    The trainer's ``evaluate`` is wrapped with a timer so that each evaluation records
+    the training seconds before it, evaluation time excluded (as for the baselines).
+    """
     _worker_setup()
     out = RunResult(algo=label, seed=seed)
     try:
         from hydra import compose, initialize_config_dir
 
-        from daif.trainer import train
+        from daif.trainer import Trainer
 
+        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
         run_overrides = [
             f"env={preset}",
             f"seed={seed}",
@@ -339,19 +379,29 @@ def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence
             f"trainer.eval_interval={EVAL_INTERVAL}",
             f"trainer.eval_episodes={EVAL_EPISODES}",
             "trainer.progress=false",
+            "trainer.checkpoint_interval=0",
+            f"trainer.run_dir={REPO / 'runs' / 'bench' / preset / slug / f'seed{seed}'}",
+            "logger=none",
             *overrides,
         ]
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = compose(config_name="train", overrides=run_overrides)
-        start = time.perf_counter()
-        result = train(cfg)
-        out.wall_time = time.perf_counter() - start
-        out.steps = steps
-        times = _daif_eval_times(result, steps)
-        out.evals = [
-            (int(s), float(m), float(sd), t)
-            for (s, m, sd), t in zip(result.eval_history, times, strict=True)
-        ]
+        trainer = Trainer(cfg)
+        evaluate = trainer.evaluate
+        clock = TrainClock()
+
+        def timed_evaluate() -> tuple[float, float]:
+            wall, cpu = clock.training()
+            with clock.evaluating():
+                mean, std = evaluate()
+            out.evals.append((trainer.global_step, float(mean), float(std), wall, cpu))
+            return mean, std
+
+        trainer.evaluate = timed_evaluate  # type: ignore[method-assign]
+        clock.start()
+        result = trainer.run()
+        out.wall_time, out.cpu_time = clock.total()
+        out.steps = int(result.global_step)
     except Exception:
         out.error = traceback.format_exc()
     return out
@@ -413,28 +463,24 @@ def run_sb3(algo: str, env_id: str, seed: int, steps: int) -> RunResult:
             def __init__(self) -> None:
                 super().__init__()
                 self.next_eval = EVAL_INTERVAL
-                self.eval_seconds = 0.0
-                self.start = time.perf_counter()
 
             def _on_step(self) -> bool:
                 if self.num_timesteps >= self.next_eval:
-                    t0 = time.perf_counter()
-                    if normalize:
-                        sync_envs_normalization(env, eval_env)
-                    mean, std = evaluate_policy(
-                        self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
-                    )
-                    t1 = time.perf_counter()
-                    train_s = t0 - self.start - self.eval_seconds
-                    self.eval_seconds += t1 - t0
-                    out.evals.append((self.num_timesteps, float(mean), float(std), train_s))
+                    wall, cpu = clock.training()
+                    with clock.evaluating():
+                        if normalize:
+                            sync_envs_normalization(env, eval_env)
+                        mean, std = evaluate_policy(
+                            self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+                        )
+                    out.evals.append((self.num_timesteps, float(mean), float(std), wall, cpu))
                     while self.next_eval <= self.num_timesteps:
                         self.next_eval += EVAL_INTERVAL
                 return self.num_timesteps < steps
 
-        callback = EvalEvery()
-        model.learn(total_timesteps=learn_steps, callback=callback)
-        out.wall_time = time.perf_counter() - callback.start
+        clock = TrainClock()
+        model.learn(total_timesteps=learn_steps, callback=EvalEvery())
+        out.wall_time, out.cpu_time = clock.total()
         out.steps = int(model.num_timesteps)
     except Exception:
         out.error = traceback.format_exc()
@@ -473,6 +519,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-daif", action="store_true", help="skip the daif runs (baselines only)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    p.add_argument(
+        "--load",
+        type=Path,
+        action="append",
+        default=[],
+        help="add the runs saved in this .json by an earlier invocation (repeatable)",
+    )
+    p.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every daif run")
     args = p.parse_args(argv)
     if args.env not in ENV_DEFAULTS:
@@ -518,6 +572,38 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
     return jobs
 
 
+def save_runs(path: Path, results: Sequence[RunResult], meta: dict[str, Any]) -> None:
+    """Write runs (and how they were made) as JSON, for ``--load``."""
+    payload = {"meta": meta, "runs": [asdict(r) for r in results]}
+    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+def load_runs(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
+    """Runs and metadata written by :func:`save_runs`."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    runs = []
+    for d in payload["runs"]:
+        d["evals"] = [tuple(e) for e in d["evals"]]
+        runs.append(RunResult(**d))
+    return runs, payload.get("meta", {})
+
+
+def _run_jobs(jobs: list[tuple[Callable[..., RunResult], tuple]], args: argparse.Namespace):
+    """Run the jobs in ``args.workers`` spawned processes; yield results as they finish."""
+    # one thread per run, BLAS included (children inherit the environment)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    with ProcessPoolExecutor(
+        max_workers=args.workers,
+        mp_context=get_context("spawn"),
+        initializer=os.nice if args.nice else None,
+        initargs=(args.nice,) if args.nice else (),
+    ) as pool:
+        futures = [pool.submit(fn, *fargs) for fn, fargs in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = build_jobs(args)
@@ -529,53 +615,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     start = time.perf_counter()
     results: list[RunResult] = []
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(fn, *fargs) for fn, fargs in jobs]
-        for fut in as_completed(futures):
-            r = fut.result()
-            results.append(r)
-            status = "error" if r.error else f"final {r.final[0]:.1f}"
-            s2t = steps_to_target(r.evals, args.target)
-            print(
-                f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
-                f"{_fmt(s2t)}, {r.wall_time:.0f}s",
-                flush=True,
-            )
-            if r.error:
-                print(r.error, file=sys.stderr)
+    for r in _run_jobs(jobs, args):
+        results.append(r)
+        status = "error" if r.error else f"final {r.final[0]:.1f}"
+        print(
+            f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
+            f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s",
+            flush=True,
+        )
+        if r.error:
+            print(r.error, file=sys.stderr)
     elapsed = time.perf_counter() - start
+    command = " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]])
+    meta = {
+        "command": command,
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "env": args.env,
+        "steps": args.steps,
+        "target": args.target,
+        "workers": args.workers,
+    }
+    out = args.out or RESULTS_DIR / f"{args.env}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_runs(out.with_suffix(".json"), results, meta)
 
+    loaded_notes = []
+    for path in args.load:
+        runs, old = load_runs(path)
+        results += runs
+        loaded_notes.append(
+            f"- {len(runs)} runs ({', '.join(sorted({r.algo for r in runs}))}) loaded from "
+            f"`{path.name}`: `{old.get('command', '?')}` at {old.get('date', '?')}"
+        )
     tables = markdown_tables(results, args.target)
     print()
     print(tables)
-    command = " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]])
-    timing_note = (
-        "time to target: training seconds up to the first evaluation ≥ target, evaluation "
-        "time excluded; wall time and env steps/s: the whole run, evaluations included"
-    )
     text = "\n".join(
         [
             f"# Sample efficiency: {args.env} ({args.env_id})",
             "",
             f"- command: `{command}`",
-            f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time "
-            f"{elapsed / 60:.1f} min",
-            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.workers} "
-            f"parallel runs, 1 torch thread each; Python {platform.python_version()}",
+            f"- date: {meta['date']}; total wall time {elapsed / 60:.1f} min",
+            *loaded_notes,
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
+            f"work, {args.workers} parallel runs, 1 thread each; Python "
+            f"{platform.python_version()}",
             f"- protocol: {args.steps:,} env steps per run; every {EVAL_INTERVAL} steps, "
             f"{EVAL_EPISODES} deterministic episodes on a separate env; target "
             f"{args.target:g}; unsolved seeds count as ∞ in medians",
-            f"- {timing_note}",
+            "- time to target: training seconds up to the first evaluation ≥ target, "
+            "evaluation time excluded (wall-clock / CPU of the run's process); wall time "
+            "and env steps/s: the whole run, evaluations included",
             "- baselines: Stable-Baselines3 with RL Baselines3 Zoo hyperparameters",
             "",
             tables,
             "",
         ]
     )
-    out = args.out or RESULTS_DIR / f"{args.env}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out} and {out.with_suffix('.json')}")
     return 0
 
 

@@ -199,3 +199,43 @@ def _one_thread() -> None:
     """The CI box has 2 cores shared with other work: keep torch to one thread."""
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# The deep agent (configs/agent/daif.yaml) at a size that trains a few hundred steps in
+# seconds; append to the repo's defaults (agent=daif, env=cartpole).
+DEEP_TINY = [
+    "agent.latent_dim=4",
+    "agent.encoder.hidden=[16]",
+    "agent.decoder.hidden=[16]",
+    "agent.transition.hidden=[16]",
+    "agent.transition.num_members=2",
+    "agent.outcome.hidden=[16]",
+    "agent.value.hidden=[16]",
+    "agent.batch_size=16",
+    "agent.buffer_size=2000",
+    "agent.learning_starts=64",
+    "agent.precision_anneal_steps=200",
+    "trainer.num_envs=2",
+    "trainer.total_steps=300",
+    "trainer.eval_interval=150",
+    "trainer.eval_episodes=2",
+    "trainer.log_interval=50",
+    "trainer.checkpoint_interval=100",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+]
+
+
+@pytest.fixture
+def compose_deep(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """``compose_deep(*overrides, run_dir=...)`` → the repo's default config (deep agent on
+    CartPole) at :data:`DEEP_TINY` size."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+
+        def _compose(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+            rd = run_dir if run_dir is not None else tmp_path / "deep"
+            return compose("train", overrides=[*DEEP_TINY, f"trainer.run_dir={rd}", *overrides])
+
+        yield _compose
+    GlobalHydra.instance().clear()

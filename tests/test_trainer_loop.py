@@ -137,7 +137,7 @@ def test_run_episodes_splits_quota_and_counts_whole_episodes():
 
 
 def _params(agent) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in (*agent.policy.parameters(), *agent.value.parameters())]
+    return [p.detach().clone() for p in agent.policy.parameters()]
 
 
 def test_evaluation_does_not_change_training_trajectory(compose_cfg, tmp_path):
@@ -160,16 +160,16 @@ def test_progress_bar_shows_sps_and_recent_return(compose_cfg, capsys):
 
 
 def test_test_agent_learns_on_cartpole(compose_cfg, tmp_path):
-    """The trainer actually trains: the linear actor-critic beats a random policy (~22)."""
+    """The trainer actually trains: linear REINFORCE goes from the untrained policy's ~10
+    to well over 100 (a uniform random policy averages ~22)."""
     res = train(
         compose_cfg(
-            "trainer.total_steps=6000",
+            "trainer.total_steps=3000",
             "trainer.num_envs=4",
             "trainer.eval_interval=0",
             "trainer.eval_episodes=8",
-            "agent.lr=0.05",
             "logger=none",
             run_dir=tmp_path / "learn",
         )
     )
-    assert res.final_eval_mean > 60, res.eval_history
+    assert res.final_eval_mean > 100, res.eval_history

@@ -383,7 +383,9 @@ def sophisticated_inference(
     q(u' | o) = σ(−γ G(· | q(s | o, u))), to depth ``horizon``. Branches are pruned:
     an action is expanded only if its one-step probability σ(−γ G_1) exceeds
     ``action_threshold`` and an outcome only if q(o | u) exceeds ``obs_threshold``
-    (pruned outcomes contribute nothing, as in SPM's ``spm_forwards``).
+    (as in SPM's ``spm_forwards``). The expectation is renormalised over the outcomes
+    kept, and a pruned action is charged the worst continuation among its row's
+    expanded actions, so skipping its future never makes it look better.
     Posteriors after an outcome are over the joint state, projected back to
     factor marginals (mean field). Uses the shared model (``bm`` = 1).
 
@@ -447,9 +449,21 @@ def _si_recurse(
         post_f, model, joint_actions, depth - 1, gamma, use_utility, use_sig, act_thr, obs_thr
     )
     value = (softmax(-gamma * g_next) * g_next).sum(-1)  # [m]
-    contrib = qo_sel[ni, oi] * value
-    per_branch = torch.zeros(ki.shape[0], dtype=g.dtype, device=g.device).index_add(0, ni, contrib)
-    return g.index_put((ki, ui), per_branch, accumulate=True)
+    p_kept = qo_sel[ni, oi]
+    n = ki.shape[0]
+    num = torch.zeros(n, dtype=g.dtype, device=g.device).index_add(0, ni, p_kept * value)
+    den = torch.zeros(n, dtype=g.dtype, device=g.device).index_add(0, ni, p_kept)
+    # expectation over the outcomes kept (renormalised so pruning does not shrink it)
+    per_branch = torch.where(den > 0, num / den.clamp(min=1e-30), torch.zeros_like(num))
+    cont = torch.zeros_like(g).index_put((ki, ui), per_branch)
+    expanded = torch.zeros_like(g, dtype=torch.bool).index_put(
+        (ki, ui), torch.ones_like(ki, dtype=torch.bool)
+    )
+    # a pruned action is charged the worst continuation of its row's expanded ones, so
+    # that skipping its future never makes it look better than the actions searched
+    worst = torch.where(expanded, cont, torch.full_like(cont, -torch.inf)).amax(-1, keepdim=True)
+    worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))
+    return g + torch.where(expanded, cont, worst.expand_as(cont))
 
 
 def evaluate_sequences(

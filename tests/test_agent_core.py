@@ -1,0 +1,266 @@
+"""Deep active inference agent: targets, action selection, EFE terms, errors, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from daif import maths
+from daif.agent import DeepActiveInferenceAgent, n_step_efe_target
+from daif.protocol import Agent, Transition
+from daif.utils import NonFiniteLossError
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+TINY = [
+    "agent.latent_dim=4",
+    "agent.batch_size=8",
+    "agent.buffer_size=256",
+    "agent.learning_starts=16",
+    "agent.encoder.hidden=[8]",
+    "agent.decoder.hidden=[8]",
+    "agent.transition.hidden=[8]",
+    "agent.outcome.hidden=[8]",
+    "agent.value.hidden=[8]",
+]
+
+
+def make_agent(*overrides: str, amp: str = "off", compile: bool = False, seed: int = 0):
+    """Build the agent exactly as the trainer does, from configs/train.yaml + env=cartpole."""
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["env=cartpole", *TINY, *overrides])
+    torch.manual_seed(seed)
+    env = gym.make(cfg.env.id)
+    return instantiate(
+        cfg.agent,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        num_envs=1,
+        env=env,
+        device=torch.device("cpu"),
+        amp=amp,
+        compile=compile,
+    )
+
+
+def fill(agent: DeepActiveInferenceAgent, n: int = 64, seed: int = 0) -> None:
+    """Feed ``n`` random CartPole-like transitions (episodes of 10 steps)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        obs = rng.normal(size=(1, 4)).astype(np.float32)
+        agent.observe(
+            Transition(
+                obs=obs,
+                action=np.array([i % 2]),
+                reward=np.ones(1, np.float32),
+                next_obs=obs + 0.1,
+                terminated=np.array([i % 10 == 9]),
+                truncated=np.array([False]),
+            )
+        )
+
+
+# ------------------------------------------------------------------ TD target
+def test_td_target_masks_termination_but_not_truncation() -> None:
+    g = torch.ones(4, 3)
+    v = torch.full((4, 3), 10.0)
+    f, t = False, True
+    terminated = torch.tensor([[f, f, f], [f, t, f], [f, f, f], [t, f, f]])
+    truncated = torch.tensor([[f, f, f], [f, f, f], [t, f, f], [f, f, f]])
+    target = n_step_efe_target(g, v, terminated, truncated, gamma=0.5)
+    expected = torch.tensor(
+        [
+            1 + 0.5 + 0.25 + 0.125 * 10,  # full 3 steps, bootstrap from step 2
+            1 + 0.5,  # terminal at step 1: no bootstrap, nothing after
+            1 + 0.5 * 10,  # truncated at step 0: bootstrap kept from s'_0
+            1.0,  # terminal at step 0
+        ]
+    )
+    assert torch.allclose(target, expected)
+
+
+def test_td_target_one_step_is_bellman() -> None:
+    g = torch.tensor([[2.0], [2.0]])
+    v = torch.tensor([[3.0], [3.0]])
+    target = n_step_efe_target(
+        g, v, torch.tensor([[False], [True]]), torch.tensor([[False], [False]]), 0.9
+    )
+    assert torch.allclose(target, torch.tensor([2.0 + 0.9 * 3.0, 2.0]))
+
+
+# ------------------------------------------------------------------ construction
+def test_agent_satisfies_protocol_and_acts() -> None:
+    agent = make_agent()
+    assert isinstance(agent, Agent)
+    assert agent.initial_state(3) is None
+    obs = np.zeros((1, 4), np.float32)
+    actions, state = agent.act(obs, None, np.array([True]))
+    assert actions.shape == (1,) and state is None and actions[0] in (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("agent.gamma=1.5", "agent.gamma"),
+        ("agent.planner=beam", "agent.planner"),
+        ("agent.n_step=0", "agent.n_step"),
+        ("agent.precision=-1.0", "agent.precision"),
+        ("agent.info_gain_weight=-0.1", "agent.info_gain_weight"),
+        ("agent.cem_elites=500", "agent.cem_elites"),
+    ],
+)
+def test_bad_hyperparameter_raises_naming_key(override: str, key: str) -> None:
+    # Hydra wraps the agent's ValueError; the cause must name the key and the value
+    with pytest.raises(InstantiationException) as info:
+        make_agent(override)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert key in str(info.value.__cause__)
+    assert override.split("=")[1] in str(info.value.__cause__)
+
+
+def test_fp16_on_cpu_is_rejected() -> None:
+    with pytest.raises(InstantiationException) as info:
+        make_agent(amp="fp16")
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "fp16" in str(info.value.__cause__)
+
+
+# ------------------------------------------------------------------ action selection
+def test_softmax_precision_limits() -> None:
+    g = torch.tensor([[0.3, -0.2, 0.1]])
+    assert torch.allclose(maths.softmax(-g, 1e6), torch.tensor([[0.0, 1.0, 0.0]]))
+    assert torch.allclose(maths.softmax(-g, 0.0), torch.full((1, 3), 1 / 3))
+
+
+def test_deterministic_action_is_mode_and_high_precision_sampling_agrees() -> None:
+    agent = make_agent("agent.precision=1e6", "agent.precision_final=1e6", "agent.random_steps=0")
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    g = agent.expected_free_energy(torch.as_tensor(obs))
+    greedy = g.argmin(-1).numpy()
+    det, _ = agent.act(obs, None, np.zeros(32, bool), deterministic=True)
+    sampled, _ = agent.act(obs, None, np.zeros(32, bool))
+    np.testing.assert_array_equal(det, greedy)
+    np.testing.assert_array_equal(sampled, greedy)
+
+
+def test_zero_precision_samples_uniformly() -> None:
+    agent = make_agent("agent.precision=0.0", "agent.precision_final=0.0", "agent.random_steps=0")
+    torch.manual_seed(1)
+    obs = np.zeros((4000, 4), np.float32)
+    actions, _ = agent.act(obs, None, np.zeros(4000, bool))
+    # Binomial(4000, ½): std 0.0079, so 0.05 is > 6 sigma
+    assert abs(actions.mean() - 0.5) < 0.05
+
+
+def test_precision_anneals_linearly() -> None:
+    agent = make_agent(
+        "agent.precision=1.0", "agent.precision_final=5.0", "agent.precision_anneal_steps=100"
+    )
+    agent.env_steps = 25
+    assert agent.current_precision() == pytest.approx(2.0)
+    agent.env_steps = 1000
+    assert agent.current_precision() == pytest.approx(5.0)
+
+
+# ------------------------------------------------------------------ EFE terms
+def test_info_gain_is_zero_when_ensemble_members_agree() -> None:
+    agent = make_agent()
+    with torch.no_grad():
+        for p in agent.transition.parameters():
+            p.copy_(p[:1].expand_as(p))
+    z = torch.randn(16, agent.latent_dim)
+    _, info_gain = agent._efe_terms(z, torch.randint(0, 2, (16,)))
+    assert torch.allclose(info_gain, torch.zeros(16), atol=1e-5)
+
+
+def test_risk_is_negative_log_preference_of_outcome() -> None:
+    agent = make_agent("agent.preference.temperature=0.5", "agent.preference.termination=-2.0")
+    # ln P̃(r, d) = r / T + c·d: r = 1, not terminal → 2; r = 1, terminal → 0
+    lp = agent.preference(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0]))
+    assert torch.allclose(lp, torch.tensor([2.0, 0.0]))
+
+
+def test_mpc_horizon_one_equals_one_step_efe_plus_critic_tail() -> None:
+    agent = make_agent("agent.planner=mpc", "agent.horizon=1", "agent.target_precision=3.0")
+    z = torch.randn(5, agent.latent_dim)
+    with torch.no_grad():
+        g_plan = agent._plan(z)
+        for a in range(2):
+            act = torch.full((5,), a)
+            r, logit = agent.outcome(z, act)
+            p_term = torch.sigmoid(logit)
+            risk = -(maths.symexp(r) * 1.0 + 0.0 * p_term)
+            amb, ig = agent._efe_terms(z, act)
+            z1 = agent.transition(z, act)[0].mean(0)
+            q = torch.softmax(-3.0 * agent.critic(z1), -1)
+            tail = (q * agent.critic_target(z1)).sum(-1)
+            g = risk + 0.01 * amb - 0.1 * ig + 0.99 * (1 - p_term) * tail
+            assert torch.allclose(g_plan[:, a], g, atol=1e-5)
+
+
+def test_mpc_cem_returns_finite_scores_for_sampled_first_actions() -> None:
+    agent = make_agent("agent.planner=mpc", "agent.horizon=4", "agent.max_sequences=4")
+    g = agent.expected_free_energy(torch.randn(3, 4))
+    assert g.shape == (3, 2)
+    assert torch.isfinite(g.min(-1).values).all()
+
+
+# ------------------------------------------------------------------ learning and errors
+def test_update_returns_every_logged_term() -> None:
+    agent = make_agent()
+    assert agent.update(0) == {}  # nothing observed yet
+    fill(agent)
+    metrics = agent.update(64)
+    for tag in (
+        "losses/reconstruction",
+        "free_energy/kl",
+        "losses/transition_nll",
+        "losses/outcome_nll",
+        "losses/critic_td",
+        "efe/risk",
+        "efe/ambiguity",
+        "efe/info_gain",
+    ):
+        assert tag in metrics and torch.isfinite(metrics[tag])
+    # reward 1 with temperature 1: risk = −ln P̃(r=1, d) ∈ {−1 − 0·d}
+    assert metrics["efe/risk"].item() == pytest.approx(-1.0)
+
+
+def test_non_finite_loss_raises_naming_loss_and_step() -> None:
+    agent = make_agent("agent.nan_check_interval=1")
+    fill(agent)
+    agent.replay.data["reward"].fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"losses/outcome_nll.*step 123"):
+        agent.update(123)
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    a = make_agent()
+    fill(a)
+    for step in range(3):
+        a.update(step)
+    b = make_agent(seed=7)
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(3)
+    ma = a.update(10)
+    torch.manual_seed(3)
+    mb = b.update(10)
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
+    assert b.env_steps == a.env_steps and b.num_updates == a.num_updates
+
+
+def test_bf16_autocast_updates_stay_finite() -> None:
+    agent = make_agent(amp="bf16")
+    fill(agent)
+    for step in range(5):
+        metrics = agent.update(step)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert all(torch.isfinite(p).all() for p in agent.critic.parameters())

@@ -1,0 +1,166 @@
+"""Checkpoints: atomic writes, loading errors, config checks, and exact resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daif.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    config_mismatches,
+    load_checkpoint,
+    save_checkpoint,
+)
+from daif.trainer import Trainer, train
+from daif.utils import NonFiniteLossError
+from tests.conftest import DEEP_TINY, ROOT
+
+# ------------------------------------------------------------------ file-level behaviour
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("boom while writing")
+
+
+def test_atomic_save_keeps_previous_file_when_a_write_fails(tmp_path):
+    path = tmp_path / "ck" / "last.pt"
+    save_checkpoint(path, {"x": torch.arange(3)})
+    with pytest.raises(RuntimeError, match="boom"):
+        save_checkpoint(path, {"x": _Unpicklable()})
+    assert torch.equal(load_checkpoint(path)["x"], torch.arange(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp left over
+
+
+def test_load_errors_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_checkpoint(tmp_path)  # a dir without checkpoints/last.pt
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a daif checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a zip")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_run_dir_resolves_to_last_checkpoint(tmp_path):
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", {"k": 7})
+    assert load_checkpoint(tmp_path)["k"] == 7
+
+
+def test_config_mismatch_names_keys():
+    a = {"seed": 0, "agent": {"lr": 0.1, "net": {"h": 8}}, "env": {"id": "A"}, "trainer": {"num_envs": 2}}
+    b = {"seed": 0, "agent": {"lr": 0.1, "net": {"h": 16}}, "env": {"id": "A"}, "trainer": {"num_envs": 4}}
+    assert config_mismatches(a, a) == []
+    assert config_mismatches(a, b) == ["agent.net.h", "trainer.num_envs"]
+    with pytest.raises(CheckpointError, match=r"agent\.net\.h \(checkpoint 8 vs now 16\)"):
+        check_compatible(a, b)
+    # budgets may change on resume (e.g. train longer)
+    c = {**a, "trainer": {"num_envs": 2, "total_steps": 10**6}}
+    assert config_mismatches(a, c) == []
+
+
+# ------------------------------------------------------------------ resume
+
+
+def _policy(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.agent.policy.parameters()]
+
+
+def test_resume_in_process_matches_uninterrupted(compose_cfg, tmp_path):
+    full = Trainer(compose_cfg(run_dir=tmp_path / "full"))
+    full_res = full.run()
+
+    half = compose_cfg("trainer.total_steps=200", run_dir=tmp_path / "split")
+    train(half)
+    resumed = Trainer(compose_cfg(f"trainer.resume={tmp_path / 'split'}", run_dir=tmp_path / "split"))
+    assert resumed.global_step == 200
+    res = resumed.run()
+    for x, y in zip(_policy(full), _policy(resumed), strict=True):
+        assert torch.equal(x, y)
+    assert res.eval_history == full_res.eval_history
+    assert res.global_step == 400
+
+
+def test_resume_rejects_mismatched_config(compose_cfg, tmp_path):
+    train(compose_cfg("trainer.total_steps=100", run_dir=tmp_path / "a"))
+    cfg = compose_cfg("agent.lr=0.5", f"trainer.resume={tmp_path / 'a'}", run_dir=tmp_path / "b")
+    with pytest.raises(CheckpointError, match=r"agent\.lr"):
+        train(cfg)
+    with pytest.raises(CheckpointError, match="not found"):
+        train(compose_cfg(f"trainer.resume={tmp_path / 'nothing.pt'}"))
+
+
+def test_non_finite_loss_saves_crash_checkpoint_then_raises(compose_cfg, tmp_path):
+    cfg = compose_cfg("agent.poison_step=250", "trainer.checkpoint_interval=100", run_dir=tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match="losses/policy"):
+        train(cfg)
+    crash = load_checkpoint(tmp_path / "nan" / "checkpoints" / "crash.pt")
+    last = load_checkpoint(tmp_path / "nan")
+    assert crash["loop"]["global_step"] >= 250
+    assert last["loop"]["global_step"] == 200  # the last good periodic checkpoint is kept
+    assert all(torch.isfinite(p).all() for p in crash["agent"]["policy"].values())
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (rc={proc.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear in {timeout}s")
+        time.sleep(0.02)
+
+
+def _deep_params(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return load_checkpoint(run_dir)["agent"]["modules"]
+
+
+def test_sigkill_and_resume_gives_same_parameters_as_uninterrupted(tmp_path):
+    """The deep agent on CartPole (tiny): a run SIGKILLed after its first checkpoint and
+    resumed ends with exactly the parameters of an uninterrupted run of the same seed."""
+    steps = ["trainer.total_steps=600", "trainer.checkpoint_interval=100", "logger=none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+    def cmd(run_dir: Path, *extra: str) -> list[str]:
+        return [sys.executable, "train.py", *DEEP_TINY, *steps, f"trainer.run_dir={run_dir}",
+                f"hydra.run.dir={run_dir}", *extra]
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _wait_for(killed / "checkpoints" / "last.pt", proc, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    at_kill = load_checkpoint(killed)
+    assert proc.returncode == -signal.SIGKILL and at_kill["loop"]["global_step"] < 600
+    assert at_kill["envs"] is not None  # CartPole's vector env is pickled, not reseeded
+
+    subprocess.run(cmd(killed, f"trainer.resume={killed}"), cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run(cmd(full), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+
+    a, b = _deep_params(full), _deep_params(killed)
+    assert load_checkpoint(killed)["loop"]["global_step"] == 600
+    assert a.keys() == b.keys()
+    for module in a:
+        for name, tensor in a[module].items():
+            assert torch.equal(tensor, b[module][name]), f"{module}.{name} differs"
+    np.testing.assert_array_equal(
+        load_checkpoint(full)["loop"]["eval_history"], load_checkpoint(killed)["loop"]["eval_history"]
+    )

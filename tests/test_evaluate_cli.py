@@ -1,0 +1,84 @@
+"""evaluate.py: rebuilds the agent from the checkpoint's config, plays deterministic
+episodes, prints mean ± std, writes JSON, records video, and fails in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daif.checkpoint import load_checkpoint, save_checkpoint
+from daif.trainer import train
+from tests.conftest import ROOT
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_AUDIODRIVER": "dummy"}
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *args],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture
+def trained_run(compose_cfg, tmp_path) -> Path:
+    # eval_episodes=3 over num_envs=2, so the final trainer eval is reproducible below
+    return train(compose_cfg("trainer.total_steps=1200", "trainer.eval_episodes=3",
+                             run_dir=tmp_path / "trained")).run_dir
+
+
+def test_evaluate_prints_summary_and_writes_json(trained_run, tmp_path):
+    out = tmp_path / "summary.json"
+    proc = _evaluate(f"checkpoint={trained_run}", "episodes=3", f"output={out}")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["episodes"] == 3 and len(summary["returns"]) == 3
+    assert summary["mean"] == pytest.approx(np.mean(summary["returns"]))
+    assert summary["std"] == pytest.approx(np.std(summary["returns"]))
+    assert summary["global_step"] == 1200
+    # CartPole pays 1 per step, so each return is its episode's length
+    assert summary["returns"] == [float(n) for n in summary["lengths"]]
+    assert f"return {summary['mean']:.2f} ± {summary['std']:.2f} over 3 episodes" in proc.stdout
+    # same seed, episodes and env split as the trainer's final evaluation → same numbers
+    final = load_checkpoint(trained_run)["loop"]["eval_history"][-1]
+    assert (summary["mean"], summary["std"]) == pytest.approx((final[1], final[2]))
+
+
+def test_evaluate_records_video(trained_run, tmp_path):
+    videos = tmp_path / "videos"
+    proc = _evaluate(f"checkpoint={trained_run}", "episodes=2", "video=true",
+                     f"video_dir={videos}", f"output={tmp_path / 'v.json'}")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in videos.glob("*.mp4"))
+    assert files == ["eval-episode-0.mp4", "eval-episode-1.mp4"]
+    assert all((videos / f).stat().st_size > 1000 for f in files)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path):
+    line = _one_line_error(_evaluate(f"checkpoint={tmp_path / 'nope.pt'}"))
+    assert "not found" in line and "nope.pt" in line
+
+
+def test_mismatched_checkpoint_is_one_line_error(trained_run, tmp_path):
+    ckpt = load_checkpoint(trained_run)
+    # weights of a different network than the stored config builds
+    ckpt["agent"]["policy"] = {"weight": torch.zeros(5, 7), "bias": torch.zeros(5)}
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, {k: v for k, v in ckpt.items() if k not in ("format", "version", "path")})
+    line = _one_line_error(_evaluate(f"checkpoint={bad}"))
+    assert "does not fit the agent" in line and "size mismatch" in line

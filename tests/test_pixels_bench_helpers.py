@@ -1,0 +1,119 @@
+"""Pure helpers of benchmarks/sample_efficiency.py, against hand-computed cases."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_efficiency.py"
+_spec = importlib.util.spec_from_file_location("sample_efficiency", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["sample_efficiency"] = bench  # dataclasses resolve their module by name
+_spec.loader.exec_module(bench)
+
+# (step, mean, std, training wall seconds, training CPU seconds) per evaluation
+HISTORY = [
+    (2500, 20.0, 5.0, 4.0, 3.0),
+    (5000, 474.9, 1.0, 9.0, 7.0),
+    (7500, 475.0, 0.0, 15.0, 12.0),  # exactly the target counts as reached
+    (10000, 300.0, 90.0, 22.0, 18.0),
+    (12500, 500.0, 0.0, 30.0, 25.0),
+]
+
+
+def test_steps_and_time_to_target_take_the_first_eval_at_or_above_target():
+    assert bench.steps_to_target(HISTORY, 475.0) == 7500
+    assert bench.time_to_target(HISTORY, 475.0) == 15.0
+    assert bench.time_to_target(HISTORY, 475.0, cpu=True) == 12.0
+    assert bench.steps_to_target(HISTORY, 10.0) == 2500
+    assert bench.steps_to_target(HISTORY, 501.0) is None
+    assert bench.time_to_target(HISTORY, 501.0) is None
+    assert bench.steps_to_target([], 0.0) is None
+
+
+def test_negative_targets_work_as_for_acrobot():
+    history = [(2500, -500.0, 0, 1, 1), (5000, -101.0, 3, 2, 2), (7500, -99.5, 2, 3, 3)]
+    assert bench.steps_to_target(history, -100.0) == 7500
+
+
+def test_median_counts_unsolved_seeds_as_infinite():
+    assert bench.median_with_failures([10, None, 30]) == 30  # sorted: 10, 30, ∞
+    assert bench.median_with_failures([None, None, 5]) == math.inf  # 5, ∞, ∞
+    assert bench.median_with_failures([1, 2, 3, 4]) == 2.5
+    assert bench.median_with_failures([1, 2, None, None]) == math.inf  # (2 + ∞) / 2
+    assert math.isnan(bench.median_with_failures([]))
+
+
+def test_ratio_of_medians():
+    assert bench.ratio(15000.0, 10000.0) == 1.5
+    assert bench.ratio(math.inf, 1000.0) == math.inf  # baseline never solved
+    assert bench.ratio(1000.0, math.inf) == 0.0  # daif never solved
+    assert math.isnan(bench.ratio(math.inf, math.inf))
+    assert math.isnan(bench.ratio(math.nan, 1.0))
+
+
+def test_summary_of_two_algorithms():
+    run = bench.RunResult
+    runs = [
+        run("daif", 0, [(2500, 100.0, 0, 5, 4), (5000, 500.0, 0, 11, 9)], 20.0, 18.0, 5000),
+        run("daif", 1, [(2500, 480.0, 0, 6, 5), (5000, 470.0, 0, 12, 10)], 25.0, 20.0, 5000),
+        run("daif", 2, [(2500, 10.0, 0, 4, 3), (5000, 20.0, 0, 8, 7)], 10.0, 9.0, 5000),
+        run("ppo", 0, [(2500, 10.0, 0.0, 2.0, 2.0)], 4.0, 4.0, 2500),
+        run("ppo", 1, error="Traceback ...\nRuntimeError: boom"),
+    ]
+    daif, ppo = bench.summarise(runs, target=475.0)
+    assert daif["algo"] == "daif" and ppo["algo"] == "ppo"
+    assert daif["solved"] == 2 and daif["seeds"] == 3 and daif["errors"] == 0
+    assert daif["median_steps"] == 5000  # 2500, 5000, ∞
+    assert daif["median_time"] == 11.0  # 6, 11, ∞
+    assert daif["median_cpu_time"] == 9.0  # 5, 9, ∞
+    assert daif["median_final"] == 470.0  # 20, 470, 500
+    assert daif["final_at_target"] == 1
+    assert daif["median_wall"] == 20.0
+    assert daif["median_sps"] == 250.0  # 5000/20, 5000/25, 5000/10 -> 200, 250, 500
+    assert ppo["errors"] == 1 and ppo["solved"] == 0
+    assert ppo["median_steps"] == math.inf
+    table = bench.markdown_tables(runs, 475.0)
+    assert "RuntimeError: boom" in table
+    assert "| **daif** | 2/3 |" in table
+
+
+def test_runs_survive_a_json_round_trip(tmp_path):
+    runs = [
+        bench.RunResult("dqn", 3, [(2500, 9.5, 1.0, 2.0, 1.5)], 4.0, 3.0, 2500),
+        bench.RunResult("ppo", 0, wall_time=1.0, cpu_time=1.0, error="boom"),
+    ]
+    path = tmp_path / "runs.json"
+    bench.save_runs(path, runs, {"command": "x"})
+    loaded, meta = bench.load_runs(path)
+    assert loaded == runs and meta == {"command": "x"}
+
+
+def test_zoo_linear_schedule_runs_over_the_zoo_length():
+    # learn() runs 2x the zoo's length: SB3's progress p=0.75 is a quarter of learn's steps,
+    # i.e. half of the zoo's, so the zoo schedule is at 0.5·x; it reaches 0 at p=0.5.
+    sched = bench._zoo_schedule("lin_0.001", scale=2.0)
+    assert sched(1.0) == pytest.approx(0.001)
+    assert sched(0.75) == pytest.approx(0.0005)
+    assert sched(0.5) == pytest.approx(0.0)
+    assert sched(0.0) == 0.0
+    same = bench._zoo_schedule("lin_0.2", scale=1.0)
+    assert same(0.3) == pytest.approx(0.06)
+    assert bench._zoo_schedule(3e-4, scale=2.0) == 3e-4
+
+
+def test_cli_defaults_and_variants():
+    args = bench.parse_args(
+        ["--env", "acrobot", "--baselines", "none", "--ablate", "agent.info_gain_weight=0 a.b=1"]
+    )
+    assert (args.env_id, args.target, args.steps) == ("Acrobot-v1", -100.0, 100_000)
+    jobs = bench.build_jobs(args)
+    labels = [fargs[0] for _, fargs in jobs]
+    assert labels == ["daif"] * 5 + ["daif [agent.info_gain_weight=0 a.b=1]"] * 5
+    assert jobs[-1][1][4] == ["agent.info_gain_weight=0", "a.b=1"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--env", "pong"])

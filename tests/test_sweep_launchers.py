@@ -1,0 +1,78 @@
+"""Multirun sweeps: joblib and submitit_local launchers, and the Optuna preset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import DEEP_TINY, ROOT, write_test_configs
+from tests.test_trainer_tensorboard import read_scalars
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+TINY_SWEEP = [
+    "trainer.total_steps=100",
+    "trainer.num_envs=2",
+    "trainer.eval_interval=0",
+    "trainer.eval_episodes=1",
+    "trainer.log_interval=50",
+    "trainer.checkpoint_interval=0",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+]
+
+
+def _multirun(tmp_path: Path, *overrides: str) -> Path:
+    folder = write_test_configs(tmp_path / "test_configs")
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", f"hydra.searchpath=[file://{folder}]",
+         "agent=linear_pg", "env=cartpole_test", *TINY_SWEEP, f"hydra.sweep.dir={sweep_dir}",
+         "seed=0,1", *overrides],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return sweep_dir
+
+
+def _assert_two_jobs_logged(sweep_dir: Path) -> None:
+    jobs = sweep_dir / "cartpole_test" / "linear_pg"
+    assert sorted(p.name for p in jobs.iterdir()) == ["job0", "job1"]
+    for job, seed in (("job0", 0), ("job1", 1)):
+        scalars = read_scalars(jobs / job)
+        assert "charts/episodic_return" in scalars and "eval/mean_return" in scalars
+        assert (jobs / job / "checkpoints" / "last.pt").is_file()
+        assert yaml.safe_load((jobs / job / ".hydra" / "config.yaml").read_text())["seed"] == seed
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_two_job_multirun_writes_logs_side_by_side(tmp_path, launcher):
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
+    sweep_dir = _multirun(tmp_path, f"hydra/launcher={launcher}", *extra)
+    _assert_two_jobs_logged(sweep_dir)
+
+
+def test_optuna_preset_maximises_eval_return(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    overrides = [o for o in DEEP_TINY if not o.startswith("trainer.")]
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "experiment=sweep_cartpole", *overrides, *TINY_SWEEP,
+         "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}", "logger=none"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert result["name"] == "optuna"
+    assert set(result["best_params"]) == {
+        "agent.model_lr", "agent.critic_lr", "agent.info_gain_weight", "agent.precision_final"
+    }
+    jobs = sorted((sweep_dir / "cartpole" / "daif").iterdir())
+    assert [j.name for j in jobs] == ["job0", "job1"]
+    # the objective is the final eval return each trial printed
+    finals = [float(line.split()[3]) for line in proc.stdout.splitlines()
+              if line.startswith("final eval return")]
+    assert len(finals) == 2 and result["best_value"] == pytest.approx(max(finals), abs=0.01)

@@ -19,7 +19,10 @@ from daif.evaluation import evaluate_checkpoint
 def main(cfg: DictConfig) -> None:
     """Evaluate ``cfg.checkpoint``; a missing or mismatched checkpoint is a one-line error."""
     if not cfg.checkpoint:
-        print("error: give a checkpoint: python evaluate.py checkpoint=<file or run dir>", file=sys.stderr)
+        print(
+            "error: give a checkpoint: python evaluate.py checkpoint=<file or run dir>",
+            file=sys.stderr,
+        )
         sys.exit(2)
     try:
         s = evaluate_checkpoint(

@@ -358,6 +358,19 @@ def _worker_setup() -> None:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
+def preset_trainer_overrides(preset: str) -> list[str]:
+    """``trainer.<key>=<value>`` for every trainer key the env preset file sets.
+
+    Restating them as command-line overrides makes the preset's budgets (``num_envs``
+    above all) win whatever the order of the defaults list in ``configs/train.yaml``
+    (a ``trainer`` group merged after ``env`` would otherwise silently replace them).
+    """
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONFIG_DIR / "env" / f"{preset}.yaml").get("trainer") or {}
+    return [f"trainer.{key}={value}" for key, value in node.items()]
+
+
 def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence[str]) -> RunResult:
     """Train daif on an env preset (``hydra.compose`` + ``daif.trainer.Trainer``).
 
@@ -374,6 +387,7 @@ def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence
         slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
         run_overrides = [
             f"env={preset}",
+            *preset_trainer_overrides(preset),
             f"seed={seed}",
             f"trainer.total_steps={steps}",
             f"trainer.eval_interval={EVAL_INTERVAL}",

@@ -148,9 +148,7 @@ def check_positive(key: str, value: Any, *, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def check_range(
-    key: str, value: Any, low: float, high: float, *, inclusive: bool = True
-) -> float:
+def check_range(key: str, value: Any, low: float, high: float, *, inclusive: bool = True) -> float:
     """Require ``low ≤ value ≤ high`` (strict with ``inclusive=False``); return it as float."""
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")

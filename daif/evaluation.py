@@ -161,7 +161,9 @@ def evaluate_checkpoint(
     check_int("episodes", episodes, minimum=1)
     ckpt = load_checkpoint(checkpoint)
     ckpt_path = Path(ckpt["path"])
-    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    run_dir = (
+        ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    )
     cfg = OmegaConf.create(ckpt["config"])
     try:
         t = trainer_settings(cfg)

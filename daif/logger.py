@@ -27,7 +27,9 @@ def to_float(value: Any) -> float:
     return float(value)
 
 
-def flatten_config(node: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+def flatten_config(
+    node: Mapping[str, Any], prefix: str = ""
+) -> dict[str, bool | int | float | str]:
     """Nested mapping → ``{"a.b.c": value}`` with values TensorBoard's hparams accept
     (bool/int/float/str; lists and ``None`` become strings)."""
     flat: dict[str, bool | int | float | str] = {}
@@ -93,7 +95,9 @@ class Logger:
         """Log a ``[3, H, W]`` (or ``[1, H, W]``) uint8 CHW image."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"image {tag!r}: expected [C, H, W] with C in (1, 3), got {image.shape}")
+            raise ValueError(
+                f"image {tag!r}: expected [C, H, W] with C in (1, 3), got {image.shape}"
+            )
         if self._writer is not None:
             self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
 

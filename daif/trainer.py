@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.errors import InstantiationException
 import numpy as np
-import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from daif.checkpoint import (
@@ -122,13 +121,13 @@ class Trainer:
         self.seed = int(cfg.seed)
         self.device = pick_device(self.t.device)
         self.run_dir = resolve_run_dir(cfg, self.t).resolve()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
 
         resume_from = None
         if self.t.resume:
             resume_from = load_checkpoint(self.t.resume)  # fail before building anything
             check_compatible(resume_from["config"], self.resolved)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
         seed_everything(self.seed)
         n = self.t.num_envs
@@ -146,6 +145,8 @@ class Trainer:
                 compile=self.t.compile,
             )
         except InstantiationException as exc:
+            self.envs.close()
+            self.model_env.close()
             # Agents reject bad hyperparameters with a ValueError naming `agent.<key>`.
             if isinstance(exc.__cause__, ValueError):
                 raise ConfigError(str(exc.__cause__)) from exc
@@ -172,10 +173,19 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
 
+        if resume_from is None and (checkpoint_dir(self.run_dir) / LAST).exists():
+            log.warning(
+                "%s already holds a run; starting afresh (its curves are hidden from "
+                "TensorBoard). Use trainer.resume=%s to continue it instead.",
+                self.run_dir,
+                self.run_dir,
+            )
+        # purge_step: events an earlier process wrote at steps >= this one (a run killed
+        # after its checkpoint, or an older run in this dir) are hidden by TensorBoard
         self.logger = Logger(
             self.run_dir,
             backend=self.logger_cfg.backend,
-            purge_step=self.global_step if resume_from is not None else None,
+            purge_step=self.global_step,
             flush_secs=self.logger_cfg.flush_secs,
         )
 

@@ -1,7 +1,7 @@
 """Shared fixtures for the trainer tests: a small real agent and a config composer.
 
 ``LinearReinforce`` is a genuine (if simple) learner: a linear softmax policy trained by
-REINFORCE on every finished episode. It lets the trainer be tested without depending on the deep agent.
+REINFORCE on every finished episode. It lets the trainer be tested without the deep agent.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class LinearReinforce:
         self.poison_step = poison_step
         self.amp = amp
         self.compiled = compile
+        # torch.compile'd forward when asked (dynamic: batch sizes vary with episode length)
+        self.forward = torch.compile(self.policy, dynamic=True) if compile else self.policy
         # per-env trajectory of the running episode: (obs, action, reward) lists
         self.traj: list[list[tuple[np.ndarray, int, float]]] = [[] for _ in range(num_envs)]
         self.finished: list[list[tuple[np.ndarray, int, float]]] = []
@@ -71,7 +73,7 @@ class LinearReinforce:
         self, obs: np.ndarray, state: Any, episode_start: np.ndarray, deterministic: bool = False
     ) -> tuple[np.ndarray, Any]:
         with torch.no_grad():
-            logits = self.policy(torch.as_tensor(obs, dtype=torch.float32))
+            logits = self.forward(torch.as_tensor(obs, dtype=torch.float32))
             if deterministic:
                 a = logits.argmax(-1)
             else:
@@ -102,7 +104,7 @@ class LinearReinforce:
         self.finished = []
         ret = torch.tensor(returns, dtype=torch.float32)
         adv = (ret - ret.mean()) / (ret.std() + 1e-8) if len(ret) > 1 else ret * 0
-        logp = torch.log_softmax(self.policy(torch.as_tensor(np.stack(obs))), -1)
+        logp = torch.log_softmax(self.forward(torch.as_tensor(np.stack(obs))), -1)
         logp_a = logp.gather(1, torch.as_tensor(actions)[:, None]).squeeze(1)
         loss = -(logp_a * adv).mean()
         if 0 <= self.poison_step <= global_step:
@@ -137,8 +139,6 @@ class LinearReinforce:
         self.traj = state["traj"]
         self.finished = state["finished"]
         self.updates = state["updates"]
-
-
 
 
 def write_test_configs(folder: Path) -> Path:
@@ -183,7 +183,6 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     :data:`TINY` budgets and ``trainer.run_dir`` inside ``tmp_path`` (later overrides win)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-
         folder = write_test_configs(tmp_path / "test_configs")
 
         def _compose(*overrides: str, run_dir: Path | None = None) -> DictConfig:

@@ -60,8 +60,18 @@ def test_run_dir_resolves_to_last_checkpoint(tmp_path):
 
 
 def test_config_mismatch_names_keys():
-    a = {"seed": 0, "agent": {"lr": 0.1, "net": {"h": 8}}, "env": {"id": "A"}, "trainer": {"num_envs": 2}}
-    b = {"seed": 0, "agent": {"lr": 0.1, "net": {"h": 16}}, "env": {"id": "A"}, "trainer": {"num_envs": 4}}
+    a = {
+        "seed": 0,
+        "agent": {"lr": 0.1, "net": {"h": 8}},
+        "env": {"id": "A"},
+        "trainer": {"num_envs": 2},
+    }
+    b = {
+        "seed": 0,
+        "agent": {"lr": 0.1, "net": {"h": 16}},
+        "env": {"id": "A"},
+        "trainer": {"num_envs": 4},
+    }
     assert config_mismatches(a, a) == []
     assert config_mismatches(a, b) == ["agent.net.h", "trainer.num_envs"]
     with pytest.raises(CheckpointError, match=r"agent\.net\.h \(checkpoint 8 vs now 16\)"):
@@ -84,7 +94,9 @@ def test_resume_in_process_matches_uninterrupted(compose_cfg, tmp_path):
 
     half = compose_cfg("trainer.total_steps=200", run_dir=tmp_path / "split")
     train(half)
-    resumed = Trainer(compose_cfg(f"trainer.resume={tmp_path / 'split'}", run_dir=tmp_path / "split"))
+    resumed = Trainer(
+        compose_cfg(f"trainer.resume={tmp_path / 'split'}", run_dir=tmp_path / "split")
+    )
     assert resumed.global_step == 200
     res = resumed.run()
     for x, y in zip(_policy(full), _policy(resumed), strict=True):
@@ -103,7 +115,9 @@ def test_resume_rejects_mismatched_config(compose_cfg, tmp_path):
 
 
 def test_non_finite_loss_saves_crash_checkpoint_then_raises(compose_cfg, tmp_path):
-    cfg = compose_cfg("agent.poison_step=250", "trainer.checkpoint_interval=100", run_dir=tmp_path / "nan")
+    cfg = compose_cfg(
+        "agent.poison_step=250", "trainer.checkpoint_interval=100", run_dir=tmp_path / "nan"
+    )
     with pytest.raises(NonFiniteLossError, match="losses/policy"):
         train(cfg)
     crash = load_checkpoint(tmp_path / "nan" / "checkpoints" / "crash.pt")
@@ -134,12 +148,20 @@ def test_sigkill_and_resume_gives_same_parameters_as_uninterrupted(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
     def cmd(run_dir: Path, *extra: str) -> list[str]:
-        return [sys.executable, "train.py", *DEEP_TINY, *steps, f"trainer.run_dir={run_dir}",
-                f"hydra.run.dir={run_dir}", *extra]
+        return [
+            sys.executable,
+            "train.py",
+            *DEEP_TINY,
+            *steps,
+            f"trainer.run_dir={run_dir}",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ]
 
     full, killed = tmp_path / "full", tmp_path / "killed"
-    proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         _wait_for(killed / "checkpoints" / "last.pt", proc, timeout=120)
         proc.send_signal(signal.SIGKILL)
@@ -151,8 +173,14 @@ def test_sigkill_and_resume_gives_same_parameters_as_uninterrupted(tmp_path):
     assert proc.returncode == -signal.SIGKILL and at_kill["loop"]["global_step"] < 600
     assert at_kill["envs"] is not None  # CartPole's vector env is pickled, not reseeded
 
-    subprocess.run(cmd(killed, f"trainer.resume={killed}"), cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        cmd(killed, f"trainer.resume={killed}"),
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     subprocess.run(cmd(full), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
 
     a, b = _deep_params(full), _deep_params(killed)
@@ -162,5 +190,6 @@ def test_sigkill_and_resume_gives_same_parameters_as_uninterrupted(tmp_path):
         for name, tensor in a[module].items():
             assert torch.equal(tensor, b[module][name]), f"{module}.{name} differs"
     np.testing.assert_array_equal(
-        load_checkpoint(full)["loop"]["eval_history"], load_checkpoint(killed)["loop"]["eval_history"]
+        load_checkpoint(full)["loop"]["eval_history"],
+        load_checkpoint(killed)["loop"]["eval_history"],
     )

@@ -23,15 +23,22 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_AUDIODRIVER": "dummy"}
 def _evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "evaluate.py", *args],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 @pytest.fixture
 def trained_run(compose_cfg, tmp_path) -> Path:
     # eval_episodes=3 over num_envs=2, so the final trainer eval is reproducible below
-    return train(compose_cfg("trainer.total_steps=1200", "trainer.eval_episodes=3",
-                             run_dir=tmp_path / "trained")).run_dir
+    return train(
+        compose_cfg(
+            "trainer.total_steps=1200", "trainer.eval_episodes=3", run_dir=tmp_path / "trained"
+        )
+    ).run_dir
 
 
 def test_evaluate_prints_summary_and_writes_json(trained_run, tmp_path):
@@ -53,8 +60,13 @@ def test_evaluate_prints_summary_and_writes_json(trained_run, tmp_path):
 
 def test_evaluate_records_video(trained_run, tmp_path):
     videos = tmp_path / "videos"
-    proc = _evaluate(f"checkpoint={trained_run}", "episodes=2", "video=true",
-                     f"video_dir={videos}", f"output={tmp_path / 'v.json'}")
+    proc = _evaluate(
+        f"checkpoint={trained_run}",
+        "episodes=2",
+        "video=true",
+        f"video_dir={videos}",
+        f"output={tmp_path / 'v.json'}",
+    )
     assert proc.returncode == 0, proc.stderr
     files = sorted(p.name for p in videos.glob("*.mp4"))
     assert files == ["eval-episode-0.mp4", "eval-episode-1.mp4"]

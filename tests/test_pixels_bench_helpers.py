@@ -117,3 +117,16 @@ def test_cli_defaults_and_variants():
     assert jobs[-1][1][4] == ["agent.info_gain_weight=0", "a.b=1"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--env", "pong"])
+
+
+def test_preset_trainer_values_survive_composition():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    preset = OmegaConf.load(bench.CONFIG_DIR / "env" / "cartpole_pixels.yaml").trainer
+    overrides = bench.preset_trainer_overrides("cartpole_pixels")
+    assert f"trainer.num_envs={preset.num_envs}" in overrides
+    with initialize_config_dir(config_dir=str(bench.CONFIG_DIR), version_base=None):
+        cfg = compose("train", overrides=["env=cartpole_pixels", *overrides])
+    for key, value in preset.items():
+        assert cfg.trainer[key] == value

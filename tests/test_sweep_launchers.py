@@ -30,10 +30,23 @@ def _multirun(tmp_path: Path, *overrides: str) -> Path:
     folder = write_test_configs(tmp_path / "test_configs")
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "train.py", "-m", f"hydra.searchpath=[file://{folder}]",
-         "agent=linear_pg", "env=cartpole_test", *TINY_SWEEP, f"hydra.sweep.dir={sweep_dir}",
-         "seed=0,1", *overrides],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            f"hydra.searchpath=[file://{folder}]",
+            "agent=linear_pg",
+            "env=cartpole_test",
+            *TINY_SWEEP,
+            f"hydra.sweep.dir={sweep_dir}",
+            "seed=0,1",
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return sweep_dir
@@ -51,7 +64,9 @@ def _assert_two_jobs_logged(sweep_dir: Path) -> None:
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_two_job_multirun_writes_logs_side_by_side(tmp_path, launcher):
-    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
+    extra = (
+        ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
+    )
     sweep_dir = _multirun(tmp_path, f"hydra/launcher={launcher}", *extra)
     _assert_two_jobs_logged(sweep_dir)
 
@@ -60,19 +75,38 @@ def test_optuna_preset_maximises_eval_return(tmp_path):
     sweep_dir = tmp_path / "optuna"
     overrides = [o for o in DEEP_TINY if not o.startswith("trainer.")]
     proc = subprocess.run(
-        [sys.executable, "train.py", "-m", "experiment=sweep_cartpole", *overrides, *TINY_SWEEP,
-         "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}", "logger=none"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=sweep_cartpole",
+            *overrides,
+            *TINY_SWEEP,
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={sweep_dir}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["name"] == "optuna"
     assert set(result["best_params"]) == {
-        "agent.model_lr", "agent.critic_lr", "agent.info_gain_weight", "agent.precision_final"
+        "agent.model_lr",
+        "agent.critic_lr",
+        "agent.info_gain_weight",
+        "agent.precision_final",
     }
     jobs = sorted((sweep_dir / "cartpole" / "daif").iterdir())
     assert [j.name for j in jobs] == ["job0", "job1"]
     # the objective is the final eval return each trial printed
-    finals = [float(line.split()[3]) for line in proc.stdout.splitlines()
-              if line.startswith("final eval return")]
+    finals = [
+        float(line.split()[3])
+        for line in proc.stdout.splitlines()
+        if line.startswith("final eval return")
+    ]
     assert len(finals) == 2 and result["best_value"] == pytest.approx(max(finals), abs=0.01)

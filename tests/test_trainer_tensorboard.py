@@ -27,9 +27,7 @@ def load_events(run_dir: Path) -> event_accumulator.EventAccumulator:
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """``{tag: [(step, value), ...]}`` from the event files in ``run_dir``."""
     acc = load_events(run_dir)
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def read_hparams(run_dir: Path) -> dict[str, object]:
@@ -89,3 +87,14 @@ def test_logger_none_writes_no_event_files(compose_cfg, tmp_path):
     res = train(compose_cfg("logger=none", run_dir=tmp_path / "quiet"))
     assert not list(Path(res.run_dir).glob("events.out.tfevents.*"))
     assert (Path(res.run_dir) / "checkpoints" / "last.pt").is_file()
+
+
+def test_rerun_in_same_dir_replaces_curves(compose_cfg, tmp_path):
+    """A fresh run in a dir that holds an older run hides the old curves (purge at step 0),
+    so TensorBoard shows one run's points, not two runs interleaved."""
+    first = train(compose_cfg("seed=1", run_dir=tmp_path / "same"))
+    second = train(compose_cfg("seed=2", run_dir=tmp_path / "same"))
+    s = read_scalars(second.run_dir)
+    assert [m for _, m in s["eval/mean_return"]] == [m for _, m, _ in second.eval_history]
+    assert len(s["charts/episodic_return"]) == len(second.episode_returns)
+    assert first.episode_returns != second.episode_returns

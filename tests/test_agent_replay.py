@@ -1,0 +1,86 @@
+"""Replay buffer: time-ordered sequences, ring wrap-around, separate end flags, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from daif.protocol import Transition
+from daif.replay import ReplayBuffer
+
+
+def step(t: int, num_envs: int = 2) -> Transition:
+    """Observation value = 10·t + env, so order and env are readable from the data."""
+    obs = (10.0 * t + np.arange(num_envs, dtype=np.float32))[:, None]
+    return Transition(
+        obs=obs,
+        action=np.full(num_envs, t % 3),
+        reward=np.full(num_envs, float(t), np.float32),
+        next_obs=obs + 10.0,
+        terminated=np.array([t == 4, False]),
+        truncated=np.array([False, t == 4]),
+    )
+
+
+def test_sequences_are_consecutive_steps_of_one_env() -> None:
+    buf = ReplayBuffer(100, 2, (1,))
+    for t in range(10):
+        buf.add(step(t))
+    assert len(buf) == 20
+    torch.manual_seed(0)
+    batch = buf.sample(64, seq_len=3)
+    obs = batch["obs"][..., 0]
+    assert obs.shape == (64, 3)
+    assert torch.equal(obs[:, 1:] - obs[:, :-1], torch.full((64, 2), 10.0))
+    assert torch.equal(batch["next_obs"][..., 0], obs + 10.0)
+    assert torch.equal(batch["reward"], torch.div(obs, 10, rounding_mode="floor"))
+
+
+def test_ring_keeps_newest_and_never_crosses_the_write_position() -> None:
+    buf = ReplayBuffer(8, 2, (1,))  # 4 slots per env
+    for t in range(10):
+        buf.add(step(t))
+    assert len(buf) == 8
+    torch.manual_seed(1)
+    batch = buf.sample(256, seq_len=2)
+    steps = torch.div(batch["obs"][..., 0], 10, rounding_mode="floor")
+    assert steps.min() >= 6 and steps.max() <= 9  # only the newest four steps survive
+    assert torch.equal(steps[:, 1] - steps[:, 0], torch.ones(256))
+
+
+def test_terminated_and_truncated_are_stored_separately() -> None:
+    buf = ReplayBuffer(100, 2, (1,))
+    for t in range(6):
+        buf.add(step(t))
+    assert buf.data["terminated"][4].tolist() == [True, False]
+    assert buf.data["truncated"][4].tolist() == [False, True]
+    assert not buf.data["terminated"][:4].any() and not buf.data["truncated"][5].any()
+
+
+def test_state_dict_round_trip_gives_identical_samples() -> None:
+    a = ReplayBuffer(12, 2, (1,))
+    for t in range(9):
+        a.add(step(t))
+    b = ReplayBuffer(12, 2, (1,))
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(2)
+    sa = a.sample(16, 2)
+    torch.manual_seed(2)
+    sb = b.sample(16, 2)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    b.add(step(9))
+    a.add(step(9))
+    assert a.pos == b.pos and torch.equal(a.data["obs"], b.data["obs"])
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="num_envs"):
+        ReplayBuffer(10, 0, (1,))
+    buf = ReplayBuffer(10, 2, (1,))
+    with pytest.raises(ValueError, match=r"transition\.obs"):
+        buf.add(step(0, num_envs=3))
+    with pytest.raises(ValueError, match="fewer than 2"):
+        buf.add(step(0))
+        buf.sample(4, seq_len=2)

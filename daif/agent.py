@@ -111,6 +111,8 @@ class DeepActiveInferenceAgent:
         risk_weight, ambiguity_weight, info_gain_weight: the weights of the EFE terms.
         n_step: length of the bootstrapped target.
         updates_per_step: gradient steps per vectorised environment step (may be < 1).
+        model_update_every: train the generative model on every k-th gradient step only
+            (the critic trains on all of them).
         planner: ``"amortised"`` (critic only) or ``"mpc"`` (imagined rollouts).
     """
 
@@ -147,6 +149,7 @@ class DeepActiveInferenceAgent:
         learning_starts: int = 1000,
         random_steps: int | None = None,
         updates_per_step: float = 1.0,
+        model_update_every: int = 1,
         model_lr: float = 1e-3,
         critic_lr: float = 1e-3,
         grad_clip: float = 10.0,
@@ -205,6 +208,9 @@ class DeepActiveInferenceAgent:
             else check_int("agent.random_steps", random_steps, minimum=0)
         )
         self.updates_per_step = check_positive("agent.updates_per_step", updates_per_step)
+        self.model_update_every = check_int(
+            "agent.model_update_every", model_update_every, minimum=1
+        )
         model_lr = check_positive("agent.model_lr", model_lr)
         critic_lr = check_positive("agent.critic_lr", critic_lr)
         self.grad_clip = check_positive("agent.grad_clip", grad_clip)
@@ -279,10 +285,13 @@ class DeepActiveInferenceAgent:
         self._ambiguity_baseline_ready = False
         self._all_finite = torch.ones((), dtype=torch.bool, device=self.device)
 
-        self._losses_fn: Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]
-        self._losses_fn = self._losses
+        self._last_model_metrics: dict[str, Tensor] = {}
+        losses_fn = Callable[[dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]
+        self._model_fn: losses_fn = self._model_losses
+        self._critic_fn: losses_fn = self._critic_losses
         if compile:
-            self._losses_fn = torch.compile(self._losses, dynamic=False)
+            self._model_fn = torch.compile(self._model_losses, dynamic=False)
+            self._critic_fn = torch.compile(self._critic_losses, dynamic=False)
 
     # ------------------------------------------------------------------ helpers
     def _observation_scaling(self, space: gym.spaces.Box) -> tuple[Tensor, Tensor]:
@@ -440,20 +449,18 @@ class DeepActiveInferenceAgent:
         self.replay.add(transition)
         self.env_steps += self.num_envs
 
-    def _losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Free-energy and critic losses of a batch of ``[B, L]`` sequences.
+    def _model_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Variational free energy of the first transition of each ``[B, L]`` sequence.
 
-        Returns the total loss and a dict of 0-d tensors (losses and EFE terms).
+        F = −ln p(o|s) − ln p(o'|s') + KL[q(s'|o') ‖ p(s'|s, a)] (free bits), plus the
+        ensemble's transition NLL and the outcome model's NLL. Returns the total and a
+        dict of 0-d tensors.
         """
-        b, length = batch["action"].shape
-        obs = self.preprocess(batch["obs"])  # [B, L, ...]
-        next_obs = self.preprocess(batch["next_obs"])
-        action = batch["action"]
-        reward = batch["reward"]
-        terminated = batch["terminated"].float()
-
-        # --- variational free energy of the first transition of each sequence
-        o_pair = torch.cat([obs[:, 0], next_obs[:, 0]], 0)  # [2B, ...]
+        b = batch["action"].shape[0]
+        obs = self.preprocess(batch["obs"][:, 0])
+        next_obs = self.preprocess(batch["next_obs"][:, 0])
+        action = batch["action"][:, 0]
+        o_pair = torch.cat([obs, next_obs], 0)  # [2B, ...]
         mean, std = self.encoder(o_pair)
         z_sample = mean + std * torch.randn_like(std)
         rec_mean, rec_std = self.decoder(z_sample)
@@ -461,25 +468,42 @@ class DeepActiveInferenceAgent:
             o_pair.flatten(1), rec_mean.flatten(1), rec_std.flatten(1)
         ).mean()
         z0, z1 = z_sample[:b], z_sample[b:]
-        q1_mean, q1_std = mean[b:], std[b:]
-        p_mean, p_std = self.transition(z0, action[:, 0])  # [K, B, Z]
+        p_mean, p_std = self.transition(z0, action)  # [K, B, Z]
         # Complexity: the posterior is pulled towards the (fixed) prediction; the ensemble
         # learns the posterior by its own NLL (a KL-balancing split, so neither chases
         # the other into collapse).
-        kl = maths.gaussian_kl(q1_mean, q1_std, p_mean.detach(), p_std.detach()).mean(0)
+        kl = maths.gaussian_kl(mean[b:], std[b:], p_mean.detach(), p_std.detach()).mean(0)
         kl_loss = maths.free_bits(kl, self.free_nats).mean()
         transition_nll = -maths.gaussian_log_prob(z1.detach(), p_mean, p_std).mean()
-        r_hat, term_logit = self.outcome(z0, action[:, 0])
-        outcome_nll = 0.5 * (r_hat - maths.symlog(reward[:, 0])).pow(2).mean()
-        outcome_nll = outcome_nll + F.binary_cross_entropy_with_logits(term_logit, terminated[:, 0])
+        r_hat, term_logit = self.outcome(z0, action)
+        outcome_nll = 0.5 * (r_hat - maths.symlog(batch["reward"][:, 0])).pow(2).mean()
+        outcome_nll = outcome_nll + F.binary_cross_entropy_with_logits(
+            term_logit, batch["terminated"][:, 0].float()
+        )
+        total = reconstruction + self.kl_weight * kl_loss + transition_nll + outcome_nll
+        metrics = {
+            "losses/reconstruction": reconstruction,
+            "free_energy/kl": kl.mean(),
+            "losses/transition_nll": transition_nll,
+            "losses/outcome_nll": outcome_nll,
+            "free_energy/total": reconstruction + kl.mean(),
+        }
+        return total, metrics
 
-        # --- expected free energy targets over n steps (no gradient)
+    def _critic_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """TD loss of G(s, a) against the n-step expected-free-energy target.
+
+        Returns the Huber loss and a dict of 0-d tensors (the EFE terms of the first step).
+        """
+        b, length = batch["action"].shape
+        action = batch["action"]
         with torch.no_grad():
-            z_seq, _ = self.encoder(obs.flatten(0, 1))  # [B·L, Z]
-            z_next, _ = self.encoder(next_obs.flatten(0, 1))
+            z_seq, _ = self.encoder(self.preprocess(batch["obs"]).flatten(0, 1))  # [B·L, Z]
+            z_next, _ = self.encoder(self.preprocess(batch["next_obs"]).flatten(0, 1))
             ambiguity, info_gain = self._efe_terms(z_seq, action.flatten())
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
-            risk = -self.preference(reward, terminated)  # −ln P̃(o) of the observed outcome
+            # −ln P̃(o) of the observed outcome (reward, termination)
+            risk = -self.preference(batch["reward"], batch["terminated"].float())
             g_step = maths.expected_free_energy(
                 risk,
                 ambiguity,
@@ -492,38 +516,35 @@ class DeepActiveInferenceAgent:
             target = n_step_efe_target(
                 g_step, v_next, batch["terminated"], batch["truncated"], self.gamma
             )
-
-        z_in = z_seq.view(b, length, -1)[:, 0]
-        g_pred = self.critic(z_in).gather(1, action[:, :1]).squeeze(1)
+        z0 = z_seq.view(b, length, -1)[:, 0]
+        g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
         critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
-
-        total = reconstruction + self.kl_weight * kl_loss + transition_nll + outcome_nll
-        total = total + critic_td
         metrics = {
-            "losses/reconstruction": reconstruction,
-            "free_energy/kl": kl.mean(),
-            "losses/transition_nll": transition_nll,
-            "losses/outcome_nll": outcome_nll,
             "losses/critic_td": critic_td,
-            "free_energy/total": reconstruction + kl.mean(),
             "efe/risk": risk[:, 0].mean(),
             "efe/ambiguity": ambiguity[:, 0].mean(),
             "efe/info_gain": info_gain[:, 0].mean(),
             "efe/G": g_pred.mean(),
             "_ambiguity_raw": (ambiguity[:, 0] + self._ambiguity_baseline).mean(),
         }
-        return total, metrics
+        return critic_td, metrics
 
     def _gradient_step(self) -> dict[str, Tensor]:
         batch = self.replay.sample(self.batch_size, self.n_step)
+        train_model = self.num_updates % self.model_update_every == 0
         with autocast(self.device, self.amp):
-            total, metrics = self._losses_fn(batch)
+            total, metrics = self._critic_fn(batch)
+            if train_model:
+                model_total, model_metrics = self._model_fn(batch)
+                total = total + model_total
+                metrics.update(model_metrics)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        nn.utils.clip_grad_norm_(self.model_params, self.grad_clip)
+        if train_model:
+            nn.utils.clip_grad_norm_(self.model_params, self.grad_clip)
         nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
+        self.scaler.step(self.optimizer)  # parameters without a gradient are skipped
         self.scaler.update()
         self.num_updates += 1
         if self.num_updates % self.target_update_interval == 0:
@@ -538,6 +559,10 @@ class DeepActiveInferenceAgent:
         else:
             self._ambiguity_baseline.copy_(raw)
             self._ambiguity_baseline_ready = True
+        if train_model:
+            self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
+        else:
+            metrics.update(self._last_model_metrics)
         return metrics
 
     def update(self, global_step: int) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -88,7 +89,7 @@ def _is_instance(value: Any, tp: Any) -> bool:
     """isinstance for the few annotation shapes the schema uses (int, float, str, bool,
     ``X | None``, ``dict[...]``); bool is not accepted as an int."""
     origin = get_origin(tp)
-    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+    if origin is Union or origin is types.UnionType:
         return any(_is_instance(value, a) for a in get_args(tp))
     if tp is type(None):
         return value is None

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import hydra
 import numpy as np
+import torch
+from omegaconf import OmegaConf
 
+from daif.checkpoint import CheckpointError, load_checkpoint
+from daif.config import check_int, env_settings, trainer_settings
 from daif.envs import make_env
+from daif.utils import pick_device, seed_everything
+
+EVAL_SEED_OFFSET = 1_000_003  # eval envs get reset seeds disjoint from the training envs'
 
 
 def _make(env_id: str, kwargs: Mapping[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None):
@@ -149,15 +157,6 @@ def evaluate_checkpoint(
         CheckpointError: missing/unreadable checkpoint, or weights that do not fit the agent
             its config builds.
     """
-    import hydra
-    import torch
-    from omegaconf import OmegaConf
-
-    from daif.checkpoint import CheckpointError, load_checkpoint
-    from daif.config import check_int, env_settings, trainer_settings
-    from daif.trainer import EVAL_SEED_OFFSET
-    from daif.utils import pick_device, seed_everything
-
     check_int("episodes", episodes, minimum=1)
     ckpt = load_checkpoint(checkpoint)
     ckpt_path = Path(ckpt["path"])

@@ -42,7 +42,7 @@ from daif.checkpoint import (
 )
 from daif.config import ConfigError, EnvConfig, LoggerConfig, TrainerConfig, validate_config
 from daif.envs import make_env
-from daif.evaluation import make_vector_env, run_episodes, true_next_obs
+from daif.evaluation import EVAL_SEED_OFFSET, make_vector_env, run_episodes, true_next_obs
 from daif.logger import Logger, to_float
 from daif.protocol import Transition
 from daif.utils import (
@@ -56,7 +56,6 @@ from daif.utils import (
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED_OFFSET = 1_000_003  # eval envs get seeds disjoint from the training envs'
 RECENT_EPISODES = 20  # window of the progress bar's "recent return"
 
 

@@ -264,3 +264,18 @@ def test_bf16_autocast_updates_stay_finite() -> None:
         metrics = agent.update(step)
     assert all(math.isfinite(float(v)) for v in metrics.values())
     assert all(torch.isfinite(p).all() for p in agent.critic.parameters())
+
+
+def test_model_trains_only_every_kth_step_but_critic_every_step() -> None:
+    agent = make_agent("agent.model_update_every=2")
+    fill(agent)
+    agent.update(0)  # update 0 trains model and critic
+    enc = [p.clone() for p in agent.encoder.parameters()]
+    critic = [p.clone() for p in agent.critic.parameters()]
+    agent.update(1)  # update 1: critic only
+    assert all(torch.equal(a, b) for a, b in zip(enc, agent.encoder.parameters(), strict=True))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(critic, agent.critic.parameters(), strict=True)
+    )
+    agent.update(2)  # update 2: both again
+    assert not all(torch.equal(a, b) for a, b in zip(enc, agent.encoder.parameters(), strict=True))

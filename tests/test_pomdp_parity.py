@@ -124,8 +124,19 @@ def test_dirichlet_learning_matches_pymdp():
     for f in range(2):
         pB[f] = B[f] * 3.0
         pD[f] = D[f] * 4.0
-    ref = PAgent(A=A, B=B, C=C, D=D, pA=pA, pB=pB, pD=pD, lr_pA=0.7, lr_pB=0.3, lr_pD=0.9,
-                 save_belief_hist=True)
+    ref = PAgent(
+        A=A,
+        B=B,
+        C=C,
+        D=D,
+        pA=pA,
+        pB=pB,
+        pD=pD,
+        lr_pA=0.7,
+        lr_pB=0.3,
+        lr_pD=0.9,
+        save_belief_hist=True,
+    )
     me = ours(A, B, C, D, pA=list(pA), pB=list(pB), pD=list(pD), lr_pA=0.7, lr_pB=0.3, lr_pD=0.9)
     obs = [2, 1]
     ref.infer_states(obs)

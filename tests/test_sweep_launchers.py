@@ -62,12 +62,14 @@ def _assert_two_jobs_logged(sweep_dir: Path) -> None:
         assert yaml.safe_load((jobs / job / ".hydra" / "config.yaml").read_text())["seed"] == seed
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
 def test_two_job_multirun_writes_logs_side_by_side(tmp_path, launcher):
-    extra = (
-        ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
-    )
-    sweep_dir = _multirun(tmp_path, f"hydra/launcher={launcher}", *extra)
+    extra = {
+        "basic": [],  # Hydra's default launcher: jobs one after another in this process
+        "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+    }[launcher]
+    sweep_dir = _multirun(tmp_path, *extra)
     _assert_two_jobs_logged(sweep_dir)
 
 

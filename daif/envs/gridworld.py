@@ -15,7 +15,7 @@ Reward: +1 on reaching the food (the episode terminates), 0 otherwise.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -35,7 +35,7 @@ class GridWorldEnv(gym.Env):
         max_steps: truncation limit (default 4N).
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
     def __init__(
         self,

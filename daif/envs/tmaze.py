@@ -16,7 +16,7 @@ context index (0 left, 1 right).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -36,7 +36,7 @@ class TMazeEnv(gym.Env):
         max_steps: episode length limit (truncation).
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
     def __init__(
         self,

@@ -111,10 +111,13 @@ class Agent:
             model = GenerativeModel(A, B, C, D, E, pA, pB, pD, A_factor_list=A_factor_list)
         algo = _ALGOS.get(str(inference_algo).lower())
         if algo is None:
-            raise ValueError(f"inference_algo must be 'fpi' (VANILLA) or 'mmp'; got {inference_algo!r}")
+            raise ValueError(
+                f"inference_algo must be 'fpi' (VANILLA) or 'mmp'; got {inference_algo!r}"
+            )
         if action_selection not in control.ACTION_SELECTIONS:
             raise ValueError(
-                f"action_selection must be 'deterministic' or 'stochastic'; got {action_selection!r}"
+                "action_selection must be 'deterministic' or 'stochastic'; "
+                f"got {action_selection!r}"
             )
         if sampling_mode not in _SAMPLING:
             raise ValueError(f"sampling_mode must be 'marginal' or 'full'; got {sampling_mode!r}")
@@ -162,7 +165,9 @@ class Agent:
         self.lr_pA, self.lr_pB, self.lr_pD = lr_pA, lr_pB, lr_pD
         self.fr_pA, self.fr_pB, self.fr_pD = fr_pA, fr_pB, fr_pD
         self.modalities_to_learn = (
-            list(range(self.num_modalities)) if modalities_to_learn == "all" else list(modalities_to_learn)
+            list(range(self.num_modalities))
+            if modalities_to_learn == "all"
+            else list(modalities_to_learn)
         )
         self.factors_to_learn = (
             list(range(self.num_factors)) if factors_to_learn == "all" else list(factors_to_learn)
@@ -174,7 +179,9 @@ class Agent:
         )
         unknown = set(inference_params or {}) - set(defaults)
         if unknown:
-            raise ValueError(f"unknown inference_params {sorted(unknown)} for {algo}: allowed {sorted(defaults)}")
+            raise ValueError(
+                f"unknown inference_params {sorted(unknown)} for {algo}: allowed {sorted(defaults)}"
+            )
         self.inference_params = {**defaults, **(inference_params or {})}
 
         def put(lst: list[Tensor] | None) -> list[Tensor] | None:
@@ -218,7 +225,9 @@ class Agent:
         self.num_policies = int(pols.shape[0])
         self.tree = control.PolicyTree.from_policies(pols).to(self.device)
         if model.E is not None and model.E.shape[0] != self.num_policies:
-            raise ValueError(f"E has {model.E.shape[0]} entries but there are {self.num_policies} policies")
+            raise ValueError(
+                f"E has {model.E.shape[0]} entries but there are {self.num_policies} policies"
+            )
         self.E = model.E.to(self.device, self.dtype) if model.E is not None else None
 
         self.generator: torch.Generator | None = None
@@ -239,24 +248,27 @@ class Agent:
             self.pB if self.use_param_info_gain else None,
         )
         if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
-            raise ValueError("planning='sophisticated' needs a model shared by the batch (no learning)")
+            raise ValueError(
+                "planning='sophisticated' needs a model shared by the batch (no learning)"
+            )
 
     def _as_obs(self, obs: Any) -> Tensor:
         """Observations → ``[b, M]`` long tensor, validated."""
         if isinstance(obs, (int, np.integer)):
             obs = [int(obs)]
         t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
-        if t.is_floating_point():
-            if not torch.equal(t, t.round()):
-                raise ValueError(f"observations must be integer indices; got {obs!r}")
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise ValueError(f"observations must be integer indices; got {obs!r}")
         t = t.long().to(self.device)
         if t.ndim == 0:
             t = t.reshape(1, 1)
         elif t.ndim == 1:
             t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
         if t.shape[0] != self.batch_size:
-            raise ValueError(f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
-        _check_obs(t, self.num_obs)
+            raise ValueError(
+                f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}"
+            )
+        check_obs(t, self.num_obs)
         return t
 
     def _expand_model(self) -> None:
@@ -308,7 +320,9 @@ class Agent:
             self.qs_seq: list[list[Tensor]] | None = None
             return self.qs
         if self.inference_algo != "fpi":
-            raise ValueError("resetting some batch rows only is supported with inference_algo='fpi'")
+            raise ValueError(
+                "resetting some batch rows only is supported with inference_algo='fpi'"
+            )
         m = torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=self.device)
         if m.shape != (b,):
             raise ValueError(f"reset mask must have shape [{b}]; got {tuple(m.shape)}")
@@ -490,7 +504,14 @@ class Agent:
             raise ValueError("update_B needs an action: call sample_action first")
         self._expand_model()
         self.pB = learning.update_state_likelihood_dirichlet(
-            self.pB, self.B, self.action, self.qs, qs_prev, self.lr_pB, self.fr_pB, self.factors_to_learn
+            self.pB,
+            self.B,
+            self.action,
+            self.qs,
+            qs_prev,
+            self.lr_pB,
+            self.fr_pB,
+            self.factors_to_learn,
         )
         self.B = learning.expected_parameters(self.pB)
         self._refresh()
@@ -536,7 +557,12 @@ class Agent:
         self._refresh()
 
 
-def _check_obs(obs: Tensor, num_obs: list[int]) -> None:
+def check_obs(obs: Tensor, num_obs: list[int]) -> None:
+    """Raise naming the modality, value and batch row of an out-of-range observation.
+
+    Args:
+        obs: ``[b, M]`` integer indices.
+    """
     if obs.shape[1] != len(num_obs):
         raise ValueError(
             f"observation has {obs.shape[1]} modalities per row; the model has {len(num_obs)}"

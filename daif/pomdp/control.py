@@ -40,6 +40,7 @@ __all__ = [
     "sample_action",
     "sample_policy",
     "sophisticated_inference",
+    "state_efe_terms",
 ]
 
 ACTION_SELECTIONS = ("deterministic", "stochastic")
@@ -110,6 +111,23 @@ class PolicyTree:
             prev_inv = inv
         tree.node_of_policy = torch.stack(nodes)
         return tree
+
+    def edge_index(self, t: int, f: int, nu: int) -> Tensor | None:
+        """Index of level-t nodes among all (parent, action of factor f) children.
+
+        ``None`` when it is the identity (a full level in enumeration order), so the
+        gather can be skipped. Cached per (t, f, nu).
+        """
+        cache = self.__dict__.setdefault("_edge_cache", {})
+        key = (t, f, nu)
+        if key not in cache:
+            idx = self.parents[t] * nu + self.actions[t][:, f]
+            n_prev = 1 if t == 0 else self.parents[t - 1].shape[0]
+            full = idx.shape[0] == n_prev * nu and bool(
+                (idx == torch.arange(idx.shape[0], device=idx.device)).all()
+            )
+            cache[key] = None if full else idx
+        return cache[key]
 
     def to(self, device: torch.device) -> PolicyTree:
         return PolicyTree(
@@ -200,13 +218,43 @@ class PreparedModel:
             ]
 
 
-def _children(q: Tensor, op: Tensor, parents: Tensor, actions: Tensor, nu: int) -> Tensor:
-    """States after each tree edge: ``q [b, N_prev, S]`` → ``[b, N_t, S]``."""
+def _children(q: Tensor, op: Tensor, idx: Tensor | None, nu: int) -> Tensor:
+    """States after each tree edge: ``q [b, N_prev, S]`` → ``[b, N_t, S]``.
+
+    ``idx`` selects (parent, action) pairs from all children, ``None`` keeps them all.
+    """
     allu = _matmul(q, op)  # [b, N_prev, U*S]
     b, n_prev, _ = allu.shape
-    s = allu.shape[-1] // nu
-    flat = allu.reshape(b, n_prev * nu, s)
-    return flat.index_select(1, parents * nu + actions)
+    flat = allu.reshape(b, n_prev * nu, allu.shape[-1] // nu)
+    return flat if idx is None else flat.index_select(1, idx)
+
+
+def state_efe_terms(
+    joint: Tensor,
+    model: PreparedModel,
+    use_utility: bool = True,
+    use_states_info_gain: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Utility and state information gain of predicted joint states.
+
+    utility = Σ_s q(s) Σ_m Σ_o A_m(o|s) ln P̃(o_m);
+    info gain = H[Σ_s q(s) p(o|s)] − Σ_s q(s) H[p(o|s)] over joint outcomes o.
+
+    Args:
+        joint: ``[b, N, SJ]`` predicted joint-state distributions (N policies or nodes).
+    Returns:
+        (utility ``[b, N]``, info gain ``[b, N]``, q(o) ``[b, N, OJ]`` or an empty tensor
+        when the info gain is off).
+    """
+    zero = torch.zeros(joint.shape[:-1], dtype=joint.dtype, device=joint.device)
+    util, sig, qo = zero, zero, joint.new_empty(0)
+    if use_utility:
+        util = _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
+    if use_states_info_gain:
+        qo = _matmul(joint, model.LT)  # [b, N, OJ]
+        amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
+        sig = entropy(qo) - amb
+    return util, sig, qo
 
 
 def evaluate_policies(
@@ -234,20 +282,17 @@ def evaluate_policies(
     sig = torch.zeros(b, p, dtype=dt, device=dev)
     pig = torch.zeros(b, p, dtype=dt, device=dev)
     parent_q = [q.unsqueeze(1) for q in qs]  # [b, 1, S_f]
-    for t, (parents, acts) in enumerate(zip(tree.parents, tree.actions, strict=True)):
-        child_q = [
-            _children(pq, model.fwd[f], parents, acts[:, f], model.num_controls[f])
-            for f, pq in enumerate(parent_q)
-        ]
+    for t in range(len(tree.parents)):
+        nus = model.num_controls
+        edges = [tree.edge_index(t, f, nus[f]) for f in range(len(parent_q))]
+        child_q = [_children(pq, model.fwd[f], edges[f], nus[f]) for f, pq in enumerate(parent_q)]
         joint = joint_from_marginals(child_q)  # [b, N, SJ]
         nodes = tree.node_of_policy[t]
+        u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain)
         if use_utility:
-            u_node = _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
             util = util + u_node[:, nodes]
         if use_states_info_gain:
-            qo = _matmul(joint, model.LT)  # [b, N, OJ]
-            amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
-            sig = sig + (entropy(qo) - amb)[:, nodes]
+            sig = sig + sig_node[:, nodes]
         if use_param_info_gain:
             g = torch.zeros_like(joint[..., 0])
             if model.wA is not None:
@@ -256,7 +301,7 @@ def evaluate_policies(
                     g = g - (qo_m * _matmul(joint, w)).sum(-1)
             if model.wB is not None:
                 for f, w in enumerate(model.wB):
-                    wq = _children(parent_q[f], w, parents, acts[:, f], model.num_controls[f])
+                    wq = _children(parent_q[f], w, edges[f], nus[f])
                     g = g - (child_q[f] * wq).sum(-1)
             pig = pig + g[:, nodes]
         parent_q = child_q
@@ -315,7 +360,9 @@ def sample_action(
         ``[b, F]`` long.
     """
     if action_selection not in ACTION_SELECTIONS:
-        raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}")
+        raise ValueError(
+            f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}"
+        )
     acts = []
     for m in marginals:
         if action_selection == "deterministic":
@@ -339,11 +386,15 @@ def sample_policy(
         ``[b, F]`` long.
     """
     if action_selection not in ACTION_SELECTIONS:
-        raise ValueError(f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}")
+        raise ValueError(
+            f"action_selection must be one of {ACTION_SELECTIONS}; got {action_selection!r}"
+        )
     if action_selection == "deterministic":
         idx = q_pi.argmax(-1)
     else:
-        idx = torch.multinomial(softmax(log_stable(q_pi), alpha), 1, generator=generator).squeeze(-1)
+        idx = torch.multinomial(softmax(log_stable(q_pi), alpha), 1, generator=generator).squeeze(
+            -1
+        )
     return policies[idx.to(policies.device), 0, :].to(q_pi.device)
 
 
@@ -356,14 +407,10 @@ def _one_step_terms(
     """−(utility + state info gain) of predicted joint states ``[K, U, SJ]`` and q(o)."""
     k, u, sj = joint.shape
     flat = joint.reshape(1, k * u, sj)
-    qo = _matmul(flat, model.LT[:1]).reshape(k, u, -1)
-    g = torch.zeros(k, u, dtype=joint.dtype, device=joint.device)
-    if use_utility:
-        g = g - _matmul(flat, model.utility_s[:1].unsqueeze(-1)).reshape(k, u)
-    if use_states_info_gain:
-        amb = _matmul(flat, model.H_A[:1].unsqueeze(-1)).reshape(k, u)
-        g = g - (entropy(qo) - amb)
-    return g, qo
+    util, sig, qo = state_efe_terms(flat, model, use_utility, use_states_info_gain)
+    if qo.numel() == 0:  # the info gain was off: outcomes are still needed to branch
+        qo = _matmul(flat, model.LT[:1])
+    return -(util + sig).reshape(k, u), qo.reshape(k, u, -1)
 
 
 def sophisticated_inference(
@@ -423,7 +470,6 @@ def _si_recurse(
     obs_thr: float,
 ) -> Tensor:
     k = qs[0].shape[0]
-    nu = joint_actions.shape[0]
     # predicted factor marginals for every joint action: [K, U, S_f]
     nxt = []
     for f, q in enumerate(qs):
@@ -488,12 +534,8 @@ def evaluate_sequences(
     pig = torch.zeros(b, p, dtype=dt, device=dev)
     for qs_t in qs_seq:
         joint = joint_from_marginals(qs_t)  # [b, P, SJ]
-        if use_utility:
-            util = util + _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
-        if use_states_info_gain:
-            qo = _matmul(joint, model.LT)
-            amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
-            sig = sig + entropy(qo) - amb
+        u_t, sig_t, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain)
+        util, sig = util + u_t, sig + sig_t
         if use_param_info_gain and model.wA is not None:
             for m, w in enumerate(model.wA):
                 pig = pig - (_matmul(joint, model.AT[m]) * _matmul(joint, w)).sum(-1)

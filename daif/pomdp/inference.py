@@ -71,7 +71,9 @@ def _einsum_except(x: Tensor, qs: list[Tensor], keep: int, extra_lead: int = 0) 
     return torch.einsum(",".join(subs) + "->" + out, *ops)
 
 
-def expected_log_likelihood(log_lik: Tensor, qs: list[Tensor], num_states: list[int]) -> list[Tensor]:
+def expected_log_likelihood(
+    log_lik: Tensor, qs: list[Tensor], num_states: list[int]
+) -> list[Tensor]:
     """E_{q(s_¬f)}[ln p(o|s)] for every factor f.
 
     Args:
@@ -128,7 +130,9 @@ def fpi(
     if len(num_states) == 1:
         return [softmax(log_lik + log_prior[0])]
     b = log_lik.shape[0]
-    qs = [torch.full((b, s), 1.0 / s, dtype=log_lik.dtype, device=log_lik.device) for s in num_states]
+    qs = [
+        torch.full((b, s), 1.0 / s, dtype=log_lik.dtype, device=log_lik.device) for s in num_states
+    ]
     prev_vfe = variational_free_energy(qs, log_prior)
     active = torch.full((b,), dF >= dF_tol, dtype=torch.bool, device=log_lik.device)
     for _ in range(num_iter):

@@ -124,4 +124,3 @@ def update_state_prior_dirichlet(
 def expected_parameters(counts: list[Tensor]) -> list[Tensor]:
     """E[Dir(a)] = a / Σ a over the outcome axis (dim 1; dim 0 is the batch)."""
     return [c / c.sum(1, keepdim=True) for c in counts]
-

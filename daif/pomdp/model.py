@@ -48,9 +48,9 @@ def as_tensor_list(
     """
     if isinstance(x, Tensor) or (isinstance(x, np.ndarray) and x.dtype != object):
         items = [x]
-    elif isinstance(x, np.ndarray):
-        items = list(x)
-    elif isinstance(x, (list, tuple)) and len(x) > 0 and all(_ndim(e) >= min_ndim for e in x):
+    elif isinstance(x, np.ndarray) or (
+        isinstance(x, (list, tuple)) and len(x) > 0 and all(_ndim(e) >= min_ndim for e in x)
+    ):
         items = list(x)
     else:
         items = [x]
@@ -80,6 +80,16 @@ def _check_columns(t: Tensor, name: str, atol: float) -> None:
             f"{name} column {col} sums to {float(sums[col]):.6g}, not 1 "
             f"(each distribution over the first axis must be normalised)"
         )
+
+
+def _check_vector(t: Tensor, name: str, atol: float) -> None:
+    """Raise if a probability vector has a negative entry or does not sum to 1."""
+    if (t < 0).any():
+        i = int((t < 0).nonzero()[0])
+        raise ValueError(f"{name} has a negative entry {float(t[i]):.4g} at index {i}")
+    total = float(t.sum())
+    if abs(total - 1.0) > atol:
+        raise ValueError(f"{name} sums to {total:.6g}, not 1")
 
 
 def _check_counts(t: Tensor, name: str) -> None:
@@ -131,14 +141,17 @@ class GenerativeModel:
             raise ValueError("A is None and no pA was given: one of them is required")
         if B is None and self.pB is None:
             raise ValueError("B is None and no pB was given: one of them is required")
-        if A is None:
-            A_list = [norm_dist(t) for t in self.pA]  # type: ignore[union-attr]
-        else:
-            A_list = as_tensor_list(A, "A", dtype, 2)
-        if B is None:
-            B_list = [norm_dist(t) for t in self.pB]  # type: ignore[union-attr]
-        else:
-            B_list = as_tensor_list(B, "B", dtype, 2)
+        # without A (B) the expected value of its Dirichlet counts is the model
+        A_list = (
+            [norm_dist(t) for t in self.pA]  # type: ignore[union-attr]
+            if A is None
+            else as_tensor_list(A, "A", dtype, 2)
+        )
+        B_list = (
+            [norm_dist(t) for t in self.pB]  # type: ignore[union-attr]
+            if B is None
+            else as_tensor_list(B, "B", dtype, 2)
+        )
 
         # ---- B: [S, S, U]
         self.B: list[Tensor] = []
@@ -168,7 +181,9 @@ class GenerativeModel:
         for m, (a, fl) in enumerate(zip(A_list, self.A_factor_list, strict=True)):
             for f in fl:
                 if not 0 <= f < self.num_factors:
-                    raise ValueError(f"A_factor_list[{m}] names factor {f}; there are {self.num_factors}")
+                    raise ValueError(
+                        f"A_factor_list[{m}] names factor {f}; there are {self.num_factors}"
+                    )
             expected = tuple(self.num_states[f] for f in fl)
             if a.ndim != 1 + len(fl) or tuple(a.shape[1:]) != expected:
                 raise ValueError(
@@ -222,14 +237,18 @@ class GenerativeModel:
             raise ValueError(f"D has {len(self.D)} factors, B has {self.num_factors}")
         for f, d in enumerate(self.D):
             if tuple(d.shape) != (self.num_states[f],):
-                raise ValueError(f"D[{f}] has shape {tuple(d.shape)}, expected ({self.num_states[f]},)")
-            _check_columns(d.unsqueeze(-1), f"D[{f}]", atol)
+                raise ValueError(
+                    f"D[{f}] has shape {tuple(d.shape)}, expected ({self.num_states[f]},)"
+                )
+            _check_vector(d, f"D[{f}]", atol)
         if self.pD is not None:
             if len(self.pD) != self.num_factors:
                 raise ValueError(f"pD has {len(self.pD)} factors, B has {self.num_factors}")
             for f, p in enumerate(self.pD):
                 if tuple(p.shape) != (self.num_states[f],):
-                    raise ValueError(f"pD[{f}] has shape {tuple(p.shape)}, D[{f}] ({self.num_states[f]},)")
+                    raise ValueError(
+                        f"pD[{f}] has shape {tuple(p.shape)}, D[{f}] ({self.num_states[f]},)"
+                    )
 
         # ---- E
         self.E: Tensor | None = None
@@ -238,7 +257,7 @@ class GenerativeModel:
             e = e.to(dtype)
             if e.ndim != 1:
                 raise ValueError(f"E must be 1-D [num_policies]; got shape {tuple(e.shape)}")
-            _check_columns(e.unsqueeze(-1), "E", atol)
+            _check_vector(e, "E", atol)
             self.E = e
 
     def _broadcast_to_factors(self, a: Tensor, factors: list[int]) -> Tensor:
@@ -248,26 +267,7 @@ class GenerativeModel:
         order = sorted(range(len(factors)), key=lambda i: factors[i])
         a = a.permute(0, *[1 + i for i in order])
         sorted_f = sorted(factors)
-        shape = [a.shape[0]] + [self.num_states[f] if f in sorted_f else 1 for f in range(self.num_factors)]
+        shape = [a.shape[0]] + [
+            self.num_states[f] if f in sorted_f else 1 for f in range(self.num_factors)
+        ]
         return a.reshape(shape).expand(a.shape[0], *self.num_states).contiguous()
-
-    def check_obs(self, obs: Tensor) -> None:
-        """Raise naming the modality and value if an observation index is out of range.
-
-        Args:
-            obs: ``[b, M]`` integer observation indices.
-        """
-        if obs.ndim != 2 or obs.shape[1] != self.num_modalities:
-            raise ValueError(
-                f"observation must have shape [batch, {self.num_modalities}] "
-                f"(one index per modality); got {tuple(obs.shape)}"
-            )
-        for m, n in enumerate(self.num_obs):
-            col = obs[:, m]
-            bad = (col < 0) | (col >= n)
-            if bad.any():
-                i = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"observation index {int(col[i])} out of range for modality {m} "
-                    f"(valid 0..{n - 1}) in batch row {i}"
-                )

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from daif.maths import entropy, log_stable
 from daif.pomdp import control, inference, learning
-from daif.pomdp.agent import Agent
+from daif.pomdp.agent import Agent, check_obs
 from daif.pomdp.tasks import build_model
 
 __all__ = ["POMDPAgent", "heatmap"]
@@ -130,10 +130,13 @@ class POMDPAgent:
             obs_sizes = [int(n) for n in np.asarray(observation_space.nvec).ravel()]
         else:
             raise ValueError(
-                f"observation_space {observation_space}: the pomdp agent needs Discrete or MultiDiscrete"
+                f"observation_space {observation_space}: "
+                "the pomdp agent needs Discrete or MultiDiscrete"
             )
         if obs_sizes != model.num_obs:
-            raise ValueError(f"observation_space sizes {obs_sizes} differ from the model's {model.num_obs}")
+            raise ValueError(
+                f"observation_space sizes {obs_sizes} differ from the model's {model.num_obs}"
+            )
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ValueError(f"action_space {action_space}: the pomdp agent needs Discrete actions")
         controlled = [f for f, n in enumerate(model.num_controls) if n > 1]
@@ -175,7 +178,9 @@ class POMDPAgent:
         self._last_train: dict[str, Tensor] = {}
         self._last_eval: dict[str, Tensor] = {}
         self._pending: tuple[list[Tensor], Tensor] | None = None
-        self._grid = getattr(env.unwrapped, "size", None) if hasattr(env.unwrapped, "colours") else None
+        self._grid = (
+            getattr(env.unwrapped, "size", None) if hasattr(env.unwrapped, "colours") else None
+        )
 
     # ------------------------------------------------------------------ protocol
     def initial_state(self, num_envs: int) -> dict[str, Tensor]:
@@ -202,17 +207,21 @@ class POMDPAgent:
         for f in range(c.num_factors):
             d = c.D[f].expand(n, -1)
             pred = inference._apply(
-                state["qs"][f].unsqueeze(1), c.prep.fwd[f], state["action"][:, f : f + 1], c.num_controls[f]
+                state["qs"][f].unsqueeze(1),
+                c.prep.fwd[f],
+                state["action"][:, f : f + 1],
+                c.num_controls[f],
             ).squeeze(1)
             out.append(torch.where(state["has_action"][:, None], pred, d))
         return out
 
     def _posterior(self, o: Tensor, prior: list[Tensor]) -> list[Tensor]:
         c = self.core
-        c.prep.A_flat  # noqa: B018 - the model is shared (bm = 1) by all rows
         lik = inference.joint_likelihood(c.prep.A_flat, o)
         p = c.inference_params
-        return inference.fpi(log_stable(lik), prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"])
+        return inference.fpi(
+            log_stable(lik), prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"]
+        )
 
     @torch.no_grad()
     def act(
@@ -226,7 +235,7 @@ class POMDPAgent:
         c = self.core
         o = self._obs_tensor(obs)
         n = o.shape[0]
-        _check_obs_rows(o, c.num_obs)
+        check_obs(o, c.num_obs)
         if state is None or state["has_action"].shape[0] != n:
             state = self.initial_state(n)
         start = torch.as_tensor(np.asarray(episode_start, dtype=bool), device=self.device)
@@ -274,13 +283,19 @@ class POMDPAgent:
         qs_prev, action = self._pending
         self._pending = None
         o = self._obs_tensor(transition.next_obs)
-        state = {"qs": qs_prev, "action": action, "has_action": torch.ones(o.shape[0], dtype=torch.bool, device=self.device)}
+        state = {
+            "qs": qs_prev,
+            "action": action,
+            "has_action": torch.ones(o.shape[0], dtype=torch.bool, device=self.device),
+        }
         qs_next = self._posterior(o, self._prior(state))
         assert c.pB is not None
         grown = learning.update_state_likelihood_dirichlet(
             c.pB, c.B, action, qs_next, qs_prev, c.lr_pB, 1.0
         )
-        c.pB = [c.fr_pB * p + (g - p).sum(0, keepdim=True) for p, g in zip(c.pB, grown, strict=True)]
+        c.pB = [
+            c.fr_pB * p + (g - p).sum(0, keepdim=True) for p, g in zip(c.pB, grown, strict=True)
+        ]
         c.B = learning.expected_parameters(c.pB)
         c._refresh()
 
@@ -324,11 +339,3 @@ class POMDPAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.core.load_state_dict(state)
-
-
-def _check_obs_rows(o: Tensor, num_obs: list[int]) -> None:
-    if o.shape[1] != len(num_obs):
-        raise ValueError(f"observations have {o.shape[1]} entries per row; the model has {len(num_obs)}")
-    for m, n in enumerate(num_obs):
-        if bool(((o[:, m] < 0) | (o[:, m] >= n)).any()):
-            raise ValueError(f"observation of modality {m} out of range 0..{n - 1}: {o[:, m].tolist()}")

@@ -1,0 +1,201 @@
+"""Hand-computed cases and properties of daif.pomdp's inference, planning and learning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from daif.pomdp import Agent, control, inference, learning
+from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
+
+F64 = torch.float64
+
+
+def H(*p: float) -> float:
+    return -sum(x * math.log(x) for x in p if x > 0)
+
+
+def test_bayes_rule_for_one_factor():
+    A = np.array([[0.8, 0.3], [0.2, 0.7]])
+    D = np.array([0.4, 0.6])
+    agent = Agent(A, np.eye(2)[:, :, None], D=D, dtype=F64)
+    qs = agent.infer_states(0)
+    # p(s|o=0) ∝ A[0, s] D[s] = [0.32, 0.18]
+    np.testing.assert_allclose(qs[0][0].numpy(), [0.64, 0.36], atol=1e-12)
+    # next step: prior B q = q (identity B), observe 1: ∝ [0.2·0.64, 0.7·0.36]
+    agent.sample_action()
+    qs = agent.infer_states(1)
+    post = np.array([0.2 * 0.64, 0.7 * 0.36])
+    np.testing.assert_allclose(qs[0][0].numpy(), post / post.sum(), atol=1e-12)
+
+
+def test_two_state_efe_on_paper():
+    A = np.array([[0.9, 0.2], [0.1, 0.8]])
+    B = np.zeros((2, 2, 2))
+    B[:, :, 0] = np.eye(2)  # stay
+    B[1, :, 1] = 1.0  # go to state 1
+    C = np.array([math.log(3.0), 0.0])  # σ(C) = [0.75, 0.25]
+    agent = Agent(A, B, C=C, gamma=2.0, dtype=F64)
+    agent.qs = [torch.tensor([[0.5, 0.5]], dtype=F64)]
+    q_pi, G = agent.infer_policies()
+    ln75, ln25 = math.log(0.75), math.log(0.25)
+    amb_stay = 0.5 * H(0.9, 0.1) + 0.5 * H(0.2, 0.8)
+    g_stay = -(0.55 * ln75 + 0.45 * ln25) - (H(0.55, 0.45) - amb_stay)
+    g_go = -(0.2 * ln75 + 0.8 * ln25) - 0.0  # certain next state: no information to gain
+    np.testing.assert_allclose(G[0].numpy(), [g_stay, g_go], atol=1e-12)
+    e = np.exp(-2.0 * np.array([g_stay, g_go]))
+    np.testing.assert_allclose(q_pi[0].numpy(), e / e.sum(), atol=1e-12)
+    terms = agent.efe_terms
+    np.testing.assert_allclose(terms["states_info_gain"][0, 0].item(), H(0.55, 0.45) - amb_stay)
+
+
+def test_dirichlet_updates_by_hand():
+    pA = [torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], dtype=F64)]
+    A = [pA[0] / pA[0].sum(1, keepdim=True)]
+    qs = [torch.tensor([[0.25, 0.75]], dtype=F64)]
+    new = learning.update_obs_likelihood_dirichlet(pA, A, torch.tensor([[1]]), qs, lr=0.5, fr=0.9)
+    expect = 0.9 * np.array([[1.0, 2.0], [3.0, 4.0]]) + 0.5 * np.array([[0, 0], [0.25, 0.75]])
+    np.testing.assert_allclose(new[0][0].numpy(), expect)
+
+    pB = [torch.ones(1, 2, 2, 2, dtype=F64)]
+    B = [pB[0] / 2]
+    q_next = [torch.tensor([[0.1, 0.9]], dtype=F64)]
+    q_prev = [torch.tensor([[0.6, 0.4]], dtype=F64)]
+    new_b = learning.update_state_likelihood_dirichlet(
+        pB, B, torch.tensor([[1]]), q_next, q_prev, lr=2.0, fr=0.5
+    )[0][0]
+    # action 1's slice: 0.5·1 + 2·q_next ⊗ q_prev; action 0 untouched
+    outer = np.outer([0.1, 0.9], [0.6, 0.4])
+    np.testing.assert_allclose(new_b[:, :, 1].numpy(), 0.5 + 2.0 * outer)
+    np.testing.assert_allclose(new_b[:, :, 0].numpy(), np.ones((2, 2)))
+
+    pD = [torch.tensor([[1.0, 0.0, 2.0]], dtype=F64)]
+    new_d = learning.update_state_prior_dirichlet(pD, [torch.tensor([[0.2, 0.3, 0.5]], dtype=F64)])
+    np.testing.assert_allclose(new_d[0][0].numpy(), [1.2, 0.0, 2.5])  # zero count stays zero
+
+
+def test_structural_zeros_receive_no_counts():
+    A = np.array([[1.0, 0.5], [0.0, 0.5]])
+    agent = Agent(A, np.eye(2)[:, :, None], pA=A * 2, dtype=F64)
+    agent.infer_states(0)
+    agent.update_A(0)
+    assert agent.pA[0][0, 1, 0].item() == 0.0
+
+
+def test_wnorm_closed_form():
+    a = torch.tensor([[1.0], [3.0]], dtype=F64)
+    np.testing.assert_allclose(wnorm(a).numpy().ravel(), [1 / 4 - 1, 1 / 4 - 1 / 3], atol=1e-12)
+
+
+def test_fpi_exact_for_a_factorised_likelihood():
+    rng = np.random.default_rng(0)
+    l1, l2 = rng.uniform(0.1, 1, 3), rng.uniform(0.1, 1, 4)
+    p1, p2 = rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(4))
+    lik = torch.tensor(np.outer(l1, l2).reshape(1, -1))
+    qs = inference.fpi(torch.log(lik), [torch.tensor(p1)[None], torch.tensor(p2)[None]], [3, 4])
+    np.testing.assert_allclose(qs[0][0].numpy(), l1 * p1 / (l1 * p1).sum(), atol=1e-6)
+    np.testing.assert_allclose(qs[1][0].numpy(), l2 * p2 / (l2 * p2).sum(), atol=1e-6)
+
+
+def test_joint_and_marginals_round_trip():
+    q1, q2 = torch.tensor([[0.2, 0.8]]), torch.tensor([[0.1, 0.3, 0.6]])
+    joint = joint_from_marginals([q1, q2])
+    np.testing.assert_allclose(joint[0].numpy(), np.outer([0.2, 0.8], [0.1, 0.3, 0.6]).ravel())
+    m1, m2 = marginals_from_joint(joint, [2, 3])
+    torch.testing.assert_close(m1, q1)
+    torch.testing.assert_close(m2, q2)
+
+
+def _random_agent(seed: int, **kw) -> Agent:
+    rng = np.random.default_rng(seed)
+    A = [
+        rng.dirichlet(np.ones(3), size=(3, 2)).transpose(2, 0, 1),
+        rng.dirichlet(np.ones(2), size=(3, 2)).transpose(2, 0, 1),
+    ]
+    B = [
+        rng.dirichlet(np.ones(3), size=(3, 3)).transpose(2, 0, 1),
+        rng.dirichlet(np.ones(2), size=(2, 2)).transpose(2, 0, 1),
+    ]
+    C = [rng.normal(size=3), rng.normal(size=2)]
+    return Agent(A, B, C=C, dtype=F64, **kw)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_info_gain_non_negative_and_q_pi_normalised(seed):
+    agent = _random_agent(seed, policy_len=2, batch_size=3)
+    agent.infer_states(torch.tensor([[0, 1], [2, 0], [1, 1]]))
+    q_pi, _ = agent.infer_policies()
+    assert (agent.efe_terms["states_info_gain"] >= -1e-12).all()
+    torch.testing.assert_close(q_pi.sum(-1), torch.ones(3, dtype=F64))
+    for m in agent.action_marginals():
+        torch.testing.assert_close(m.sum(-1), torch.ones(3, dtype=F64))
+
+
+def test_info_gain_zero_for_identity_A_with_certain_belief():
+    agent = Agent(np.eye(3), np.stack([np.eye(3)] * 2, -1), dtype=F64)
+    agent.infer_states(1)
+    agent.infer_policies()
+    assert agent.efe_terms["states_info_gain"].abs().max().item() < 1e-12
+
+
+def test_high_precision_is_argmax_and_zero_precision_is_E():
+    agent = _random_agent(7, policy_len=2, gamma=1e6)
+    agent.infer_states((0, 0))
+    q_pi, G = agent.infer_policies()
+    assert q_pi[0].argmax() == G[0].argmin()
+    assert q_pi[0].max().item() > 1 - 1e-9
+    E = np.random.default_rng(0).dirichlet(np.ones(36))
+    flat = _random_agent(7, policy_len=2, gamma=0.0)
+    flat.E = torch.tensor(E)
+    flat.infer_states((0, 0))
+    np.testing.assert_allclose(flat.infer_policies()[0][0].numpy(), E, atol=1e-12)
+
+
+def test_tree_evaluation_equals_policy_by_policy_rollout():
+    agent = _random_agent(3, policy_len=3)
+    agent.infer_states((2, 1))
+    _, G = agent.infer_policies()
+    A = [a[0] for a in agent.A]
+    B = [b[0] for b in agent.B]
+    lnC = [torch.log_softmax(c[0], 0) for c in agent.C]
+    for p, pol in enumerate(agent.policies[:40]):
+        q = [x[0] for x in agent.qs]
+        g = 0.0
+        for t in range(3):
+            q = [B[f][:, :, pol[t, f]] @ q[f] for f in range(2)]
+            joint = torch.outer(q[0], q[1])
+            qo = [torch.einsum("oij,ij->o", a, joint) for a in A]
+            qo_joint = torch.einsum("aij,bij,ij->ab", A[0], A[1], joint)  # joint outcomes
+            amb = -sum((joint * (a * torch.log(a)).sum(0)).sum() for a in A)
+            ent = -(qo_joint * torch.log(qo_joint)).sum()
+            g -= sum((o * c).sum() for o, c in zip(qo, lnC, strict=True)) + ent - amb
+        np.testing.assert_allclose(G[0, p].item(), float(g), atol=1e-10)
+
+
+def test_policy_enumeration_order_and_count():
+    pols = control.construct_policies([3, 2], [3, 1], policy_len=2)
+    assert pols.shape == (9, 2, 2)
+    assert pols[:, :, 1].eq(0).all()
+    assert pols[1].tolist() == [[0, 0], [1, 0]]  # the last step varies fastest
+
+
+def test_action_selection_deterministic_and_stochastic():
+    m = [torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])]
+    assert control.sample_action(m).tolist() == [[1], [0]]
+    gen = torch.Generator().manual_seed(0)
+    draws = control.sample_action([m[0][:1].expand(4000, 3)], "stochastic", 1.0, gen)
+    freq = torch.bincount(draws.ravel(), minlength=3).double() / 4000
+    np.testing.assert_allclose(freq.numpy(), [0.1, 0.7, 0.2], atol=0.03)
+    with pytest.raises(ValueError, match="action_selection"):
+        control.sample_action(m, "greedy")
+
+
+def test_sophisticated_depth_one_equals_one_step_enumeration():
+    a1 = _random_agent(4, planning="sophisticated", policy_len=1)
+    a2 = _random_agent(4, policy_len=1)
+    for ag in (a1, a2):
+        ag.infer_states((1, 0))
+    torch.testing.assert_close(a1.infer_policies()[1], a2.infer_policies()[1])

@@ -1,0 +1,132 @@
+"""The discrete planner through the common trainer (``train.py agent=pomdp env=tmaze``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from tensorboard.backend.event_processing import event_accumulator
+
+import daif.envs  # noqa: F401
+from daif.pomdp.trainer_agent import POMDPAgent, heatmap
+from daif.protocol import Agent as AgentProtocol
+from daif.protocol import Transition
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_train(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_tmaze_through_the_trainer_logs_efe_terms_and_belief_images(tmp_path):
+    from daif.trainer import train
+
+    cfg = compose_train(
+        "agent=pomdp",
+        "env=tmaze",
+        "trainer.total_steps=64",
+        "trainer.num_envs=4",
+        "trainer.eval_interval=32",
+        "trainer.eval_episodes=8",
+        "trainer.log_interval=16",
+        "trainer.checkpoint_interval=0",
+        "trainer.progress=false",
+        "trainer.device=cpu",
+        f"trainer.run_dir={tmp_path}",
+    )
+    assert cfg.agent._target_ == "daif.pomdp.trainer_agent.POMDPAgent"
+    result = train(cfg)
+    # every evaluation episode visits the cue and then the rewarded arm (+1)
+    assert result.final_eval_mean == pytest.approx(1.0)
+    acc = event_accumulator.EventAccumulator(
+        str(tmp_path), size_guidance={"images": 0, "scalars": 0}
+    )
+    acc.Reload()
+    scalars, images = acc.Tags()["scalars"], acc.Tags()["images"]
+    for tag in (
+        "policy/q_pi_entropy",
+        "efe/G",
+        "efe/utility",
+        "efe/states_info_gain",
+        "charts/episodic_return",
+    ):
+        assert tag in scalars, tag
+    assert {"beliefs/q_s_factor0", "beliefs/q_s_factor1", "beliefs/q_pi"} <= set(images)
+    returns = [e.value for e in acc.Scalars("charts/episodic_return")]
+    assert min(returns) > -1.0  # a stochastic policy at α = 16 still never picks the wrong arm
+    # q(π) entropy is finite and within [0, ln P]
+    ent = [e.value for e in acc.Scalars("policy/q_pi_entropy")]
+    assert all(0.0 <= v <= np.log(16) + 1e-6 for v in ent)
+
+
+def make_agent(env_id: str, n: int = 2, **kw) -> tuple[POMDPAgent, gym.Env]:
+    env = gym.make(env_id, **kw.pop("env_kwargs", {}))
+    return POMDPAgent(env.observation_space, env.action_space, n, env=env, **kw), env
+
+
+def test_adapter_satisfies_the_protocol_and_keeps_beliefs_in_state():
+    agent, _ = make_agent("daif/TMaze-v0", 2, policy_len=1)
+    assert isinstance(agent, AgentProtocol)
+    state = agent.initial_state(2)
+    obs = np.array([[0, 0, 1], [0, 0, 0]])
+    a, state = agent.act(obs, state, np.array([True, True]), deterministic=True)
+    assert a.tolist() == [3, 3]  # both go to the cue
+    # at the cue the context is revealed and each env picks its arm
+    a, state = agent.act(np.array([[3, 0, 0], [3, 0, 1]]), state, np.array([False, False]), True)
+    assert a.tolist() == [1, 2]
+    np.testing.assert_allclose(state["qs"][1][0].numpy(), [1.0, 0.0], atol=1e-6)
+    # a fresh episode in row 0 forgets its context belief
+    a, state = agent.act(obs, state, np.array([True, False]), True)
+    np.testing.assert_allclose(state["qs"][1][0].numpy(), [0.5, 0.5], atol=1e-6)
+
+
+def test_learned_B_counts_by_hand():
+    agent, env = make_agent(
+        "FrozenLake-v1",
+        2,
+        env_kwargs={"is_slippery": False},
+        learn_B=True,
+        pB_scale=0.5,
+        use_param_info_gain=True,
+    )
+    state = agent.initial_state(2)
+    obs = np.array([0, 0])  # FrozenLake starts in cell 0 (D is one-hot there)
+    action, state = agent.act(obs, state, np.array([True, True]))
+    # the successors the table gives; A is the identity, so beliefs are certain
+    nxt = np.array([env.unwrapped.P[0][int(a)][0][1] for a in action])
+    agent.observe(
+        Transition(obs, action, np.zeros(2, np.float32), nxt, np.zeros(2, bool), np.zeros(2, bool))
+    )
+    pB = agent.core.pB[0][0]
+    expect = torch.full_like(pB, 0.5)
+    for a, s_next in zip(action, nxt, strict=True):
+        expect[int(s_next), 0, int(a)] += 1.0
+    torch.testing.assert_close(pB, expect)
+    torch.testing.assert_close(agent.core.B[0][0].sum(0), torch.ones(16, 4))
+    assert "learning/pB_total" in agent.update(1)
+
+
+def test_bad_hyperparameters_name_the_agent_key():
+    with pytest.raises(ValueError, match=r"agent\.gamma"):
+        make_agent("daif/TMaze-v0", gamma=-1.0)
+    with pytest.raises(ValueError, match=r"agent\.inference_algo"):
+        make_agent("daif/TMaze-v0", inference_algo="mmp")
+    with pytest.raises(ValueError, match=r"agent\.model_kwargs"):
+        make_agent("daif/TMaze-v0", model_kwargs={"nonsense": 1})
+    with pytest.raises(ValueError, match="no discrete generative model"):
+        make_agent("CartPole-v1")
+
+
+def test_heatmap_colours_and_shape():
+    img = heatmap(np.array([[0.0, 1.0]]), cell=3)
+    assert img.shape == (3, 3, 6) and img.dtype == np.uint8
+    assert img[:, 0, 0].tolist() == [20, 20, 90]  # zero is navy
+    assert img[:, 0, 5].tolist() == [250, 230, 40]  # the maximum is yellow

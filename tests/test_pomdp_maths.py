@@ -199,3 +199,41 @@ def test_sophisticated_depth_one_equals_one_step_enumeration():
     for ag in (a1, a2):
         ag.infer_states((1, 0))
     torch.testing.assert_close(a1.infer_policies()[1], a2.infer_policies()[1])
+
+
+def test_batched_learning_agents_match_single_agents():
+    rng = np.random.default_rng(11)
+    A = rng.dirichlet(np.ones(3), size=4).T
+    B = rng.dirichlet(np.ones(4), size=(4, 2)).transpose(2, 0, 1)
+    kw = dict(pA=A * 3.0, pB=B * 2.0, policy_len=2, use_param_info_gain=True, dtype=F64)
+    batch = Agent(A, B, **kw, batch_size=2)
+    singles = [Agent(A, B, **kw) for _ in range(2)]
+    obs_seq = [[0, 2], [1, 1], [2, 0]]
+    for obs in obs_seq:
+        qs_prev = [q.clone() for q in batch.qs]
+        batch.infer_states(torch.tensor([[o] for o in obs]))
+        q_b, _ = batch.infer_policies()
+        batch.update_A(torch.tensor([[o] for o in obs]))
+        if batch.action is not None:
+            batch.update_B(qs_prev)
+        for i, ag in enumerate(singles):
+            prev_i = [q.clone() for q in ag.qs]
+            ag.infer_states(obs[i])
+            q_s, _ = ag.infer_policies()
+            torch.testing.assert_close(q_b[i], q_s[0])
+            ag.update_A(obs[i])
+            if ag.action is not None:
+                ag.update_B(prev_i)
+            torch.testing.assert_close(batch.A[0][i], ag.A[0][0])
+            torch.testing.assert_close(batch.B[0][i], ag.B[0][0])
+        a_b = batch.sample_action()
+        for i, ag in enumerate(singles):
+            assert ag.sample_action()[0].tolist() == a_b[i].tolist()
+
+
+def test_full_sampling_mode_takes_the_best_policys_first_action():
+    agent = _random_agent(9, policy_len=2, sampling_mode="full")
+    agent.infer_states((1, 1))
+    _, G = agent.infer_policies()
+    best = agent.policies[G[0].argmin()]
+    assert agent.sample_action()[0].tolist() == best[0].tolist()

@@ -118,11 +118,47 @@ def test_bad_hyperparameters_name_the_agent_key():
     with pytest.raises(ValueError, match=r"agent\.gamma"):
         make_agent("daif/TMaze-v0", gamma=-1.0)
     with pytest.raises(ValueError, match=r"agent\.inference_algo"):
-        make_agent("daif/TMaze-v0", inference_algo="mmp")
+        make_agent("daif/TMaze-v0", inference_algo="bp")
+    with pytest.raises(ValueError, match=r"agent\.inference_algo='mmp' runs with"):
+        make_agent("daif/TMaze-v0", inference_algo="mmp", planning="sophisticated")
     with pytest.raises(ValueError, match=r"agent\.model_kwargs"):
         make_agent("daif/TMaze-v0", model_kwargs={"nonsense": 1})
     with pytest.raises(ValueError, match="no discrete generative model"):
         make_agent("CartPole-v1")
+
+
+def test_mmp_through_the_adapter_matches_the_core_agent_per_env():
+    kw = {"env_kwargs": {"cue_validity": 0.8, "reward_prob": 0.9}}
+    adapter, env = make_agent(
+        "daif/TMaze-v0", 2, inference_algo="mmp", inference_horizon=2, policy_len=2, **kw
+    )
+    from daif.pomdp import Agent
+    from daif.pomdp.tasks import build_model
+
+    def core() -> Agent:
+        return Agent(
+            model=build_model(env), inference_algo="mmp", inference_horizon=2, policy_len=2
+        )
+
+    # env 0 runs three steps; env 1 restarts at the third step (a shorter window)
+    obs = [
+        np.array([[0, 0, 1], [0, 0, 0]]),
+        np.array([[3, 0, 1], [3, 0, 0]]),
+        np.array([[3, 0, 1], [0, 0, 1]]),
+    ]
+    starts = [np.array([True, True]), np.array([False, False]), np.array([False, True])]
+    ref = [core(), core()]
+    state = adapter.initial_state(2)
+    for step, (o, st) in enumerate(zip(obs, starts, strict=True)):
+        if step == 2:
+            ref[1] = core()  # env 1 starts a new episode
+        act, state = adapter.act(o, state, st, deterministic=True)
+        q_pi = adapter._last_eval["q_pi"]
+        for i in range(2):
+            ref[i].infer_states(torch.as_tensor(o[i : i + 1]))
+            q_ref, _ = ref[i].infer_policies()
+            torch.testing.assert_close(q_pi[i], q_ref[0], atol=1e-5, rtol=1e-4)
+            assert act[i] == int(ref[i].sample_action()[0, 0])
 
 
 def test_heatmap_colours_and_shape():

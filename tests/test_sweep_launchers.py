@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from tests.conftest import DEEP_TINY, ROOT, write_test_configs
 from tests.test_trainer_tensorboard import read_scalars
@@ -62,15 +64,33 @@ def _assert_two_jobs_logged(sweep_dir: Path) -> None:
         assert yaml.safe_load((jobs / job / ".hydra" / "config.yaml").read_text())["seed"] == seed
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["basic", "parallel", "local"])
 def test_two_job_multirun_writes_logs_side_by_side(tmp_path, launcher):
     extra = {
         "basic": [],  # Hydra's default launcher: jobs one after another in this process
-        "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+        "parallel": ["hydra/launcher=parallel"],  # preset over joblib, n_jobs=2
+        "local": ["hydra/launcher=local", "hydra.launcher.timeout_min=5"],  # submitit_local
     }[launcher]
     sweep_dir = _multirun(tmp_path, *extra)
     _assert_two_jobs_logged(sweep_dir)
+
+
+@pytest.mark.parametrize(
+    ("preset", "target"),
+    [
+        ("parallel", "hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("local", "hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+        ("slurm", "hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ],
+)
+def test_launcher_presets_select_their_plugin(preset, target):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_ == f"hydra_plugins.{target}"
+    if preset == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
 
 
 def test_optuna_preset_maximises_eval_return(tmp_path):

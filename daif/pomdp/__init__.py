@@ -10,8 +10,16 @@
   and Gymnasium toy-text environments (from their transition tables).
 """
 
-from daif.pomdp import control, inference, learning, maths
+from daif.pomdp import control, inference, learning, maths, tasks
 from daif.pomdp.agent import Agent
 from daif.pomdp.model import GenerativeModel
 
-__all__ = ["Agent", "GenerativeModel", "control", "inference", "learning", "maths"]
+__all__ = [
+    "Agent",
+    "GenerativeModel",
+    "control",
+    "inference",
+    "learning",
+    "maths",
+    "tasks",
+]

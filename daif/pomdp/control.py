@@ -129,6 +129,16 @@ class PolicyTree:
             cache[key] = None if full else idx
         return cache[key]
 
+    def policy_nodes(self, t: int) -> Tensor | None:
+        """``node_of_policy[t]``, or ``None`` when it is the identity (gather skipped)."""
+        cache = self.__dict__.setdefault("_node_cache", {})
+        if t not in cache:
+            nodes = self.node_of_policy[t]
+            ident = torch.arange(nodes.shape[0], device=nodes.device)
+            same = self.parents[t].shape[0] == nodes.shape[0] and bool((nodes == ident).all())
+            cache[t] = None if same else nodes
+        return cache[t]
+
     def to(self, device: torch.device) -> PolicyTree:
         return PolicyTree(
             [x.to(device) for x in self.parents],
@@ -199,6 +209,10 @@ class PreparedModel:
         self.L = lj  # [bm, OJ, SJ]
         self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
         self.H_A = entropy(lj, dim=1)  # [bm, SJ] entropy of the joint outcome per state
+        bu = max(self.utility_s.shape[0], self.H_A.shape[0])
+        self.state_values = torch.stack(
+            [self.utility_s.expand(bu, sj), self.H_A.expand(bu, sj)], -1
+        )  # [bm, SJ, 2]
         self.num_obs_joint = oj
         # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
         self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
@@ -248,12 +262,13 @@ def state_efe_terms(
     """
     zero = torch.zeros(joint.shape[:-1], dtype=joint.dtype, device=joint.device)
     util, sig, qo = zero, zero, joint.new_empty(0)
+    # one product gives both per-state expectations: [utility(s), H[p(o|s)]]
+    per_state = _matmul(joint, model.state_values)  # [b, N, 2]
     if use_utility:
-        util = _matmul(joint, model.utility_s.unsqueeze(-1)).squeeze(-1)
+        util = per_state[..., 0]
     if use_states_info_gain:
         qo = _matmul(joint, model.LT)  # [b, N, OJ]
-        amb = _matmul(joint, model.H_A.unsqueeze(-1)).squeeze(-1)
-        sig = entropy(qo) - amb
+        sig = entropy(qo) - per_state[..., 1]
     return util, sig, qo
 
 
@@ -278,21 +293,20 @@ def evaluate_policies(
     b = qs[0].shape[0]
     p = tree.node_of_policy.shape[1]
     dt, dev = qs[0].dtype, qs[0].device
-    util = torch.zeros(b, p, dtype=dt, device=dev)
-    sig = torch.zeros(b, p, dtype=dt, device=dev)
-    pig = torch.zeros(b, p, dtype=dt, device=dev)
+    zero = torch.zeros(b, p, dtype=dt, device=dev)
+    util, sig, pig = zero, zero, zero
     parent_q = [q.unsqueeze(1) for q in qs]  # [b, 1, S_f]
     for t in range(len(tree.parents)):
         nus = model.num_controls
         edges = [tree.edge_index(t, f, nus[f]) for f in range(len(parent_q))]
         child_q = [_children(pq, model.fwd[f], edges[f], nus[f]) for f, pq in enumerate(parent_q)]
         joint = joint_from_marginals(child_q)  # [b, N, SJ]
-        nodes = tree.node_of_policy[t]
+        nodes = tree.policy_nodes(t)
         u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain)
         if use_utility:
-            util = util + u_node[:, nodes]
+            util = util + (u_node if nodes is None else u_node[:, nodes])
         if use_states_info_gain:
-            sig = sig + sig_node[:, nodes]
+            sig = sig + (sig_node if nodes is None else sig_node[:, nodes])
         if use_param_info_gain:
             g = torch.zeros_like(joint[..., 0])
             if model.wA is not None:
@@ -303,7 +317,7 @@ def evaluate_policies(
                 for f, w in enumerate(model.wB):
                     wq = _children(parent_q[f], w, edges[f], nus[f])
                     g = g - (child_q[f] * wq).sum(-1)
-            pig = pig + g[:, nodes]
+            pig = pig + (g if nodes is None else g[:, nodes])
         parent_q = child_q
     return {
         "utility": util,

@@ -4,8 +4,9 @@
 model from the environment the trainer passes (:func:`daif.pomdp.tasks.build_model`),
 keeps per-episode beliefs (q(s), last action) in the ``state`` threaded through
 ``act``, plans with the same batched functions as :class:`daif.pomdp.Agent` (fixed-point
-state inference, enumerated or sophisticated planning), and optionally learns B from
-experience with Dirichlet counts shared by all environments.
+state inference or marginal message passing over each env's own window; enumerated or
+sophisticated planning), and optionally learns B from experience with Dirichlet counts
+shared by all environments.
 
 ``update`` returns the q(π)-weighted expected free energy terms of the last training
 step (``efe/G``, ``efe/utility``, ``efe/states_info_gain``, ``efe/param_info_gain``),
@@ -62,6 +63,9 @@ class POMDPAgent:
             the trainer (``amp``/``compile`` do not apply to tabular planning and are
             ignored).
         policy_len: planning horizon.
+        inference_algo: "fpi" (fixed-point iteration at the current step) or "mmp"
+            (marginal message passing over the last ``inference_horizon`` steps).
+        inference_horizon, tau: MMP window length and gradient step.
         planning: "enumerate" (all policies of length ``policy_len``) or
             "sophisticated" (tree search to depth ``policy_len``).
         gamma, alpha: policy and action precisions.
@@ -89,6 +93,8 @@ class POMDPAgent:
         *,
         policy_len: int = 1,
         inference_algo: str = "fpi",
+        inference_horizon: int = 2,
+        tau: float = 0.25,
         planning: str = "enumerate",
         gamma: float = 16.0,
         alpha: float = 16.0,
@@ -109,10 +115,12 @@ class POMDPAgent:
     ) -> None:
         if env is None:
             raise ValueError("agent.env: the pomdp agent builds its model from the env; got None")
-        if str(inference_algo).lower() not in ("fpi", "vanilla"):
+        algo = str(inference_algo).lower()
+        if algo not in ("fpi", "vanilla", "mmp"):
+            raise ValueError(f"agent.inference_algo must be 'fpi' or 'mmp'; got {inference_algo!r}")
+        if algo == "mmp" and (learn_B or planning != "enumerate"):
             raise ValueError(
-                f"agent.inference_algo={inference_algo!r}: the trainer adapter runs fixed-point "
-                "inference only ('fpi'); use daif.pomdp.Agent directly for 'mmp'"
+                "agent.inference_algo='mmp' runs with planning='enumerate' and learn_B=false"
             )
         if dtype not in _DTYPES:
             raise ValueError(f"agent.dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
@@ -163,7 +171,13 @@ class POMDPAgent:
                 use_param_info_gain=use_param_info_gain,
                 lr_pB=lr_pB,
                 fr_pB=fr_pB,
-                inference_params={"num_iter": num_iter, "dF_tol": dF_tol},
+                inference_algo="mmp" if algo == "mmp" else "fpi",
+                inference_horizon=inference_horizon,
+                inference_params=(
+                    {"num_iter": num_iter, "tau": tau}
+                    if algo == "mmp"
+                    else {"num_iter": num_iter, "dF_tol": dF_tol}
+                ),
                 si_action_threshold=si_action_threshold,
                 si_obs_threshold=si_obs_threshold,
                 batch_size=num_envs,
@@ -186,14 +200,23 @@ class POMDPAgent:
     def initial_state(self, num_envs: int) -> dict[str, Tensor]:
         """Uniform beliefs and no previous action for ``num_envs`` fresh episodes."""
         c = self.core
-        return {
-            "qs": [
-                torch.full((num_envs, s), 1.0 / s, dtype=c.dtype, device=self.device)
-                for s in c.num_states
-            ],
-            "action": torch.zeros(num_envs, c.num_factors, dtype=torch.long, device=self.device),
-            "has_action": torch.zeros(num_envs, dtype=torch.bool, device=self.device),
+        dev, n = self.device, num_envs
+        state = {
+            "qs": [torch.full((n, s), 1.0 / s, dtype=c.dtype, device=dev) for s in c.num_states],
+            "action": torch.zeros(n, c.num_factors, dtype=torch.long, device=dev),
+            "has_action": torch.zeros(n, dtype=torch.bool, device=dev),
         }
+        if c.inference_algo == "mmp":
+            h = c.inference_horizon
+            state.update(
+                lh=torch.ones(n, h, c.prep.sj, dtype=c.dtype, device=dev),
+                acts=torch.zeros(n, h - 1, c.num_factors, dtype=torch.long, device=dev),
+                count=torch.zeros(n, dtype=torch.long, device=dev),
+                steps=torch.zeros(n, dtype=torch.long, device=dev),
+                latest=[d.expand(n, -1).clone() for d in c.D],
+                q_pi=c._policy_prior()[:1].expand(n, -1).clone(),
+            )
+        return state
 
     def _obs_tensor(self, obs: np.ndarray) -> Tensor:
         o = torch.as_tensor(np.asarray(obs), device=self.device).long()
@@ -240,8 +263,10 @@ class POMDPAgent:
             state = self.initial_state(n)
         start = torch.as_tensor(np.asarray(episode_start, dtype=bool), device=self.device)
         state = {**state, "has_action": state["has_action"] & ~start}
-        qs = self._posterior(o, self._prior(state))
         flags = {"use_utility": c.use_utility, "use_states_info_gain": c.use_states_info_gain}
+        if c.inference_algo == "mmp":
+            return self._act_mmp(o, state, start, deterministic)
+        qs = self._posterior(o, self._prior(state))
         if c.planning == "sophisticated":
             G = control.sophisticated_inference(
                 qs,
@@ -263,15 +288,104 @@ class POMDPAgent:
         marg = control.action_marginals(q_pi, c.policies, c.num_controls)
         mode = "deterministic" if deterministic else c.action_selection
         action = control.sample_action(marg, mode, c.alpha)
-        record = {"q_pi": q_pi, **{k: v for k, v in terms.items()}}
+        self._record(q_pi, terms, qs, action, deterministic)
+        new_state = {"qs": qs, "action": action, "has_action": torch.ones_like(start)}
+        return action[:, self.control_factor].cpu().numpy(), new_state
+
+    def _record(
+        self, q_pi: Tensor, terms: dict[str, Tensor], qs: list[Tensor], action: Tensor, det: bool
+    ) -> None:
+        """Keep the last step's q(π), EFE terms and beliefs for ``update`` and ``images``."""
+        record = {"q_pi": q_pi, **terms}
         for f, q in enumerate(qs):
             record[f"qs{f}"] = q
-        if deterministic:
+        if det:
             self._last_eval = record
         else:
             self._last_train = record
             self._pending = (qs, action)
-        new_state = {"qs": qs, "action": action, "has_action": torch.ones_like(start)}
+
+    def _act_mmp(
+        self, o: Tensor, state: dict[str, Any], start: Tensor, deterministic: bool
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Marginal message passing over each env's own window (as :class:`Agent` does).
+
+        Envs whose windows hold the same number of observations are batched together.
+        """
+        c = self.core
+        n, h, p = o.shape[0], c.inference_horizon, c.num_policies
+        keep = ~start
+        prior_pi = c._policy_prior()[:1].expand(n, -1)
+        count = torch.where(keep, state["count"], 0)
+        steps = torch.where(keep, state["steps"], 0)
+        latest = [
+            torch.where(keep[:, None], x, d.expand(n, -1))
+            for x, d in zip(state["latest"], c.D, strict=True)
+        ]
+        q_prev = torch.where(keep[:, None], state["q_pi"], prior_pi)
+        lik = inference.joint_likelihood(c.prep.A_flat, o)
+        lh = torch.cat([state["lh"][:, 1:], lik.unsqueeze(1)], 1)
+        count = (count + 1).clamp(max=h)
+        acts = state["acts"]
+        qs = [torch.zeros(n, s, dtype=c.dtype, device=self.device) for s in c.num_states]
+        first = [torch.zeros(n, p, s, dtype=c.dtype, device=self.device) for s in c.num_states]
+        q_pi = torch.zeros(n, p, dtype=c.dtype, device=self.device)
+        terms: dict[str, Tensor] = {}
+        for k in torch.unique(count).tolist():
+            rows = (count == k).nonzero().squeeze(-1)
+            pol = c.policies.unsqueeze(0).expand(rows.shape[0], p, -1, -1)
+            if k > 1:
+                past = acts[rows][:, acts.shape[1] - (k - 1) :]
+                pol = torch.cat([past.unsqueeze(1).expand(-1, p, -1, -1), pol], 2)
+            qs_seq, free = inference.mmp(
+                lh[rows][:, h - k :],
+                c.B,
+                pol,
+                [x[rows] for x in latest],
+                c.num_states,
+                c.policy_len,
+                c.inference_params["num_iter"],
+                c.inference_params["tau"],
+            )
+            t_g = control.evaluate_sequences(
+                qs_seq[-(c.policy_len + 1) :],
+                c.prep,
+                use_utility=c.use_utility,
+                use_states_info_gain=c.use_states_info_gain,
+                use_param_info_gain=c.use_param_info_gain,
+            )
+            q_pi[rows] = control.posterior_over_policies(t_g["G"], c.gamma, c.E, free)
+            for key, val in t_g.items():
+                terms.setdefault(key, torch.zeros(n, p, dtype=c.dtype, device=self.device))
+                terms[key][rows] = val
+            for f in range(c.num_factors):
+                qs[f][rows] = (q_prev[rows].unsqueeze(-1) * qs_seq[k - 1][f]).sum(1)
+                first[f][rows] = qs_seq[0][f]
+        marg = control.action_marginals(q_pi, c.policies, c.num_controls)
+        action = control.sample_action(
+            marg, "deterministic" if deterministic else c.action_selection, c.alpha
+        )
+        steps = steps + 1
+        if h > 1:
+            acts = torch.cat([acts[:, 1:], action.unsqueeze(1)], 1)
+        # the window's first belief, averaged over policies, becomes its prior once it slides
+        slide = (steps - h >= 0)[:, None]
+        latest = [
+            torch.where(slide, (q_pi.unsqueeze(-1) * fq).sum(1), x)
+            for fq, x in zip(first, latest, strict=True)
+        ]
+        self._record(q_pi, terms, qs, action, deterministic)
+        new_state = {
+            "qs": qs,
+            "action": action,
+            "has_action": torch.ones_like(start),
+            "lh": lh,
+            "acts": acts,
+            "count": count,
+            "steps": steps,
+            "latest": latest,
+            "q_pi": q_pi,
+        }
         return action[:, self.control_factor].cpu().numpy(), new_state
 
     @torch.no_grad()

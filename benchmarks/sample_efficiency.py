@@ -540,6 +540,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="add the runs saved in this .json by an earlier invocation (repeatable)",
     )
+    p.add_argument(
+        "--load-only",
+        default=None,
+        metavar="ALGOS",
+        help="comma list: keep only these algorithms from the --load files",
+    )
     p.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every daif run")
     args = p.parse_args(argv)
@@ -654,8 +660,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_runs(out.with_suffix(".json"), results, meta)
 
     loaded_notes = []
+    keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
     for path in args.load:
         runs, old = load_runs(path)
+        runs = [r for r in runs if keep is None or r.algo in keep]
         results += runs
         loaded_notes.append(
             f"- {len(runs)} runs ({', '.join(sorted({r.algo for r in runs}))}) loaded from "

@@ -363,7 +363,11 @@ class Trainer:
             self.save()
         except NonFiniteLossError:
             path = self.save("crash.pt")
-            log.error("non-finite loss; state before it saved to %s", path)
+            log.error("non-finite loss; state when it happened saved to %s", path)
+            self.logger.close()
+            raise
+        except BaseException:
+            self.logger.close()  # flush what was logged up to the error
             raise
         finally:
             bar.close()

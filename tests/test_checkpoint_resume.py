@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,7 @@ from daif.checkpoint import (
 from daif.trainer import Trainer, train
 from daif.utils import NonFiniteLossError
 from tests.conftest import DEEP_TINY, ROOT
+from tests.test_trainer_loop import CountEnv
 
 # ------------------------------------------------------------------ file-level behaviour
 
@@ -193,3 +196,46 @@ def test_sigkill_and_resume_gives_same_parameters_as_uninterrupted(tmp_path):
         load_checkpoint(full)["loop"]["eval_history"],
         load_checkpoint(killed)["loop"]["eval_history"],
     )
+
+
+class _UnpicklableCount(CountEnv):
+    """CountEnv holding a lock, so the vector env cannot be pickled (like a pygame window)."""
+
+    def __init__(self, terminate_at: int = 1000) -> None:
+        super().__init__(terminate_at)
+        self.lock = threading.Lock()
+
+
+NOPICKLE_ID = "daif_test/CountNoPickle-v0"
+if NOPICKLE_ID not in gym.registry:
+    gym.register(id=NOPICKLE_ID, entry_point=_UnpicklableCount, max_episode_steps=5)
+
+
+def test_unpicklable_env_falls_back_to_a_seeded_reset(compose_cfg, tmp_path):
+    """Documented fallback: when the vector env does not pickle, the checkpoint stores no env;
+    resuming restores agent, RNGs and counters and starts fresh episodes."""
+    base = [
+        "agent._target_=tests.test_trainer_loop.RecordingAgent",
+        "~agent.lr",
+        "~agent.gamma",
+        "~agent.poison_step",
+        f"env.id={NOPICKLE_ID}",
+        "trainer.eval_episodes=0",
+        "trainer.log_interval=10",
+    ]
+    run = tmp_path / "nopickle"
+    train(compose_cfg(*base, "trainer.total_steps=14", run_dir=run))
+    ckpt = load_checkpoint(run)
+    assert ckpt["envs"] is None and ckpt["loop"]["global_step"] == 14
+    # mid-episode (14 steps / 2 envs = 7: step 2 of the 2nd episode) when it was saved
+    np.testing.assert_array_equal(ckpt["loop"]["obs"][:, 0], [2.0, 2.0])
+
+    resumed = Trainer(
+        compose_cfg(*base, "trainer.total_steps=20", f"trainer.resume={run}", run_dir=run)
+    )
+    assert not resumed.env_restored and resumed.global_step == 14
+    res = resumed.run()
+    first = resumed.agent.transitions[0]
+    np.testing.assert_array_equal(first.obs[:, 0], [0.0, 0.0])  # fresh episodes
+    np.testing.assert_array_equal(resumed.agent.starts[0], [True, True])
+    assert res.global_step == 20

@@ -59,12 +59,24 @@ _LOSS_TAGS = (
 )
 
 
+def bootstrap_index(terminated: Tensor, truncated: Tensor) -> Tensor:
+    """Index m of the last step an n-step target uses: the first step whose episode
+    ended (terminated or truncated), else L − 1. ``[B, L]`` bool → ``[B]`` long."""
+    done = terminated | truncated
+    length = done.shape[1]
+    return torch.where(
+        done.any(1),
+        done.to(torch.uint8).argmax(1),  # argmax returns the first maximal index
+        torch.full_like(done[:, 0], length - 1, dtype=torch.long),
+    )
+
+
 def n_step_efe_target(
-    g_step: Tensor, v_next: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
+    g_step: Tensor, v_last: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
 ) -> Tensor:
     """Bootstrapped n-step expected-free-energy target of the first step of each sequence.
 
-    With m the first step whose episode ended (terminated or truncated), else L − 1:
+    With m = :func:`bootstrap_index` (the first step whose episode ended, else L − 1):
 
         target = Σ_{k≤m} γ^k g_k + γ^{m+1} (1 − terminated_m) V(s'_m).
 
@@ -73,7 +85,7 @@ def n_step_efe_target(
 
     Args:
         g_step: ``[B, L]`` per-step EFE g_k = w_r·risk + w_a·ambiguity − β·info_gain.
-        v_next: ``[B, L]`` E_q[G_target(s'_k, ·)] at each step's next state.
+        v_last: ``[B]`` E_q[G_target(s'_m, ·)] at the next state of step m.
         terminated, truncated: ``[B, L]`` bool.
         gamma: discount γ ∈ [0, 1].
     Returns:
@@ -86,14 +98,9 @@ def n_step_efe_target(
     alive = (~ended_before).to(g_step.dtype)
     discount = gamma ** torch.arange(length, device=g_step.device, dtype=g_step.dtype)
     ret = (g_step * alive * discount).sum(1)
-    last = torch.where(
-        done.any(1),
-        done.to(torch.uint8).argmax(1),
-        torch.full_like(done[:, 0], length - 1, dtype=torch.long),
-    )
-    rows = torch.arange(b, device=g_step.device)
-    keep = 1.0 - terminated[rows, last].to(g_step.dtype)
-    return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_next[rows, last]
+    last = bootstrap_index(terminated, truncated)
+    keep = 1.0 - terminated[torch.arange(b, device=g_step.device), last].to(g_step.dtype)
+    return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_last
 
 
 class DeepActiveInferenceAgent:
@@ -499,7 +506,10 @@ class DeepActiveInferenceAgent:
         action = batch["action"]
         with torch.no_grad():
             z_seq, _ = self.encoder(self.preprocess(batch["obs"]).flatten(0, 1))  # [B·L, Z]
-            z_next, _ = self.encoder(self.preprocess(batch["next_obs"]).flatten(0, 1))
+            # only the next state the target bootstraps from needs encoding
+            last = bootstrap_index(batch["terminated"], batch["truncated"])
+            o_last = batch["next_obs"][torch.arange(b, device=last.device), last]
+            z_last, _ = self.encoder(self.preprocess(o_last))
             ambiguity, info_gain = self._efe_terms(z_seq, action.flatten())
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
             # −ln P̃(o) of the observed outcome (reward, termination)
@@ -512,9 +522,9 @@ class DeepActiveInferenceAgent:
                 ambiguity_weight=self.ambiguity_weight,
                 info_gain_weight=self.info_gain_weight,
             )
-            v_next = self._state_value(z_next, self._target_precision()).view(b, length)
+            v_last = self._state_value(z_last, self._target_precision())
             target = n_step_efe_target(
-                g_step, v_next, batch["terminated"], batch["truncated"], self.gamma
+                g_step, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
         z0 = z_seq.view(b, length, -1)[:, 0]
         g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)

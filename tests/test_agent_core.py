@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from daif import maths
-from daif.agent import DeepActiveInferenceAgent, n_step_efe_target
+from daif.agent import DeepActiveInferenceAgent, bootstrap_index, n_step_efe_target
 from daif.protocol import Agent, Transition
 from daif.utils import NonFiniteLossError
 
@@ -70,10 +70,11 @@ def fill(agent: DeepActiveInferenceAgent, n: int = 64, seed: int = 0) -> None:
 # ------------------------------------------------------------------ TD target
 def test_td_target_masks_termination_but_not_truncation() -> None:
     g = torch.ones(4, 3)
-    v = torch.full((4, 3), 10.0)
+    v = torch.full((4,), 10.0)
     f, t = False, True
     terminated = torch.tensor([[f, f, f], [f, t, f], [f, f, f], [t, f, f]])
     truncated = torch.tensor([[f, f, f], [f, f, f], [t, f, f], [f, f, f]])
+    assert bootstrap_index(terminated, truncated).tolist() == [2, 1, 0, 0]
     target = n_step_efe_target(g, v, terminated, truncated, gamma=0.5)
     expected = torch.tensor(
         [
@@ -88,7 +89,7 @@ def test_td_target_masks_termination_but_not_truncation() -> None:
 
 def test_td_target_one_step_is_bellman() -> None:
     g = torch.tensor([[2.0], [2.0]])
-    v = torch.tensor([[3.0], [3.0]])
+    v = torch.tensor([3.0, 3.0])
     target = n_step_efe_target(
         g, v, torch.tensor([[False], [True]]), torch.tensor([[False], [False]]), 0.9
     )
@@ -201,7 +202,8 @@ def test_mpc_horizon_one_equals_one_step_efe_plus_critic_tail() -> None:
             z1 = agent.transition(z, act)[0].mean(0)
             q = torch.softmax(-3.0 * agent.critic(z1), -1)
             tail = (q * agent.critic_target(z1)).sum(-1)
-            g = risk + 0.01 * amb - 0.1 * ig + 0.99 * (1 - p_term) * tail
+            w_a, w_i = agent.ambiguity_weight, agent.info_gain_weight
+            g = risk + w_a * amb - w_i * ig + agent.gamma * (1 - p_term) * tail
             assert torch.allclose(g_plan[:, a], g, atol=1e-5)
 
 

@@ -624,60 +624,31 @@ def _run_jobs(jobs: list[tuple[Callable[..., RunResult], tuple]], args: argparse
             yield fut.result()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    jobs = build_jobs(args)
-    print(
-        f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
-        f"target {args.target:g}, eval every {EVAL_INTERVAL} steps x {EVAL_EPISODES} "
-        f"deterministic episodes, {args.workers} workers",
-        flush=True,
-    )
-    start = time.perf_counter()
-    results: list[RunResult] = []
-    for r in _run_jobs(jobs, args):
-        results.append(r)
-        status = "error" if r.error else f"final {r.final[0]:.1f}"
-        print(
-            f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
-            f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s",
-            flush=True,
-        )
-        if r.error:
-            print(r.error, file=sys.stderr)
-    elapsed = time.perf_counter() - start
-    command = " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]])
-    meta = {
-        "command": command,
-        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "env": args.env,
-        "steps": args.steps,
-        "target": args.target,
-        "workers": args.workers,
-    }
-    out = args.out or RESULTS_DIR / f"{args.env}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write_report(
+    out: Path,
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    results: Sequence[RunResult],
+    loaded: Sequence[tuple[Path, list[RunResult], dict[str, Any]]],
+    elapsed: float,
+    pending: int,
+) -> str:
+    """Write ``out`` (markdown, this invocation's and the loaded runs) and its ``.json``
+    (this invocation's runs only); return the tables."""
     save_runs(out.with_suffix(".json"), results, meta)
-
-    loaded_notes = []
-    keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
-    for path in args.load:
-        runs, old = load_runs(path)
-        runs = [r for r in runs if keep is None or r.algo in keep]
-        results += runs
-        loaded_notes.append(
-            f"- {len(runs)} runs ({', '.join(sorted({r.algo for r in runs}))}) loaded from "
-            f"`{path.name}`: `{old.get('command', '?')}` at {old.get('date', '?')}"
-        )
-    tables = markdown_tables(results, args.target)
-    print()
-    print(tables)
+    loaded_notes = [
+        f"- {len(runs)} runs ({', '.join(sorted({r.algo for r in runs}))}) loaded from "
+        f"`{path.name}`: `{old.get('command', '?')}` at {old.get('date', '?')}"
+        for path, runs, old in loaded
+    ]
+    tables = markdown_tables([*results, *(r for _, runs, _ in loaded for r in runs)], args.target)
+    status = f"**partial: {pending} runs still going**" if pending else "complete"
     text = "\n".join(
         [
             f"# Sample efficiency: {args.env} ({args.env_id})",
             "",
-            f"- command: `{command}`",
-            f"- date: {meta['date']}; total wall time {elapsed / 60:.1f} min",
+            f"- command: `{meta['command']}`",
+            f"- date: {meta['date']}; {status}; wall time so far {elapsed / 60:.1f} min",
             *loaded_notes,
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
             f"work, {args.workers} parallel runs, 1 thread each; Python "
@@ -695,6 +666,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     )
     out.write_text(text, encoding="utf-8")
+    return tables
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    jobs = build_jobs(args)
+    print(
+        f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
+        f"target {args.target:g}, eval every {EVAL_INTERVAL} steps x {EVAL_EPISODES} "
+        f"deterministic episodes, {args.workers} workers",
+        flush=True,
+    )
+    meta = {
+        "command": " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]]),
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "env": args.env,
+        "steps": args.steps,
+        "target": args.target,
+        "workers": args.workers,
+    }
+    keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
+    loaded = []
+    for path in args.load:
+        runs, old = load_runs(path)
+        loaded.append((path, [r for r in runs if keep is None or r.algo in keep], old))
+    out = args.out or RESULTS_DIR / f"{args.env}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    results: list[RunResult] = []
+    tables = ""
+    for r in _run_jobs(jobs, args):
+        results.append(r)
+        status = "error" if r.error else f"final {r.final[0]:.1f}"
+        print(
+            f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
+            f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s",
+            flush=True,
+        )
+        if r.error:
+            print(r.error, file=sys.stderr)
+        # rewritten after every run, so an interrupted benchmark keeps what it finished
+        elapsed = time.perf_counter() - start
+        tables = write_report(out, args, meta, results, loaded, elapsed, len(jobs) - len(results))
+    if not jobs:
+        tables = write_report(out, args, meta, results, loaded, 0.0, 0)
+    print()
+    print(tables)
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
     return 0
 

@@ -137,3 +137,25 @@ def test_uncropped_frames_and_rectangular_sizes():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_cartpole_pixels(**kwargs)
+
+
+def test_sigterm_still_stops_a_process_that_renders():
+    """SDL would install its own SIGTERM handler (turning the signal into a quit event
+    nobody reads); the env must leave the default handler so a run can be stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from daif.envs import make_env\n"
+        "env = make_env('daif/CartPolePixels-v0', frame_size=8)\n"
+        "env.reset(seed=0); env.step(0)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(2)\n"
+    )
+    # a clean environment: the SDL settings must come from importing daif.envs.pixels
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDL_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, env=env)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr.decode()[-500:]

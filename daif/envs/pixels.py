@@ -32,6 +32,8 @@ from gymnasium.wrappers import AddRenderObservation, FrameStackObservation
 # pygame renders into an off-screen surface for "rgb_array"; the dummy driver keeps it
 # from looking for a display on headless machines.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# SDL otherwise installs its own SIGINT/SIGTERM handlers, so Ctrl+C would not stop training.
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
 
 CARTPOLE_ROWS: tuple[int, int] = (160, 320)
 """Rows of the 400×600 CartPole render that can contain the cart or the pole.

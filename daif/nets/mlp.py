@@ -241,7 +241,6 @@ class RewardPreference(nn.Module):
     episodes not to end; c > 0: it prefers reaching a terminal state). The additive
     constant is fixed so that the outcome (r = 0, d = 0) has ln P̃ = 0: in episodic
     tasks a constant per-step cost would otherwise act as a bonus for dying (or living).
-
     """
 
     def __init__(self, temperature: float = 1.0, termination: float = 0.0) -> None:

@@ -10,9 +10,10 @@ from tests.test_agent_core import fill, make_agent
 
 
 @pytest.mark.slow
-def test_compiled_losses_match_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    # inductor draws its own random numbers unless told to call torch's generator
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+# inductor draws its own random numbers unless told to call torch's generator. config.patch
+# restores the entry afterwards (monkeypatch.setattr would delete it, breaking later compiles).
+@torch._inductor.config.patch(fallback_random=True)
+def test_compiled_losses_match_eager() -> None:
     eager = make_agent(seed=0)
     compiled = make_agent(seed=0, compile=True)
     compiled.load_state_dict(eager.state_dict())

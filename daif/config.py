@@ -44,6 +44,9 @@ class TrainerConfig:
     amp: str = "off"  # off | bf16 | fp16
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # torch intra-op threads. 1 is fastest for daif's small networks and lets parallel
+    # sweep jobs share the cores; None keeps torch's default (one per core).
+    threads: int | None = 1
     resume: str | None = None  # run dir or checkpoint file to continue from
     progress: bool = True  # tqdm progress bar
     run_dir: str | None = None  # None: Hydra's output dir, else runs/api/<env>/<agent>/<seed>
@@ -175,6 +178,8 @@ def trainer_settings(cfg: DictConfig) -> TrainerConfig:
     t = TrainerConfig(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
     check_int("trainer.total_steps", t.total_steps, minimum=1)
     check_int("trainer.num_envs", t.num_envs, minimum=1)
+    if t.threads is not None:
+        check_int("trainer.threads", t.threads, minimum=1)
     check_int("trainer.eval_interval", t.eval_interval, minimum=0)
     check_int("trainer.eval_episodes", t.eval_episodes, minimum=0)
     check_int("trainer.log_interval", t.log_interval, minimum=1)

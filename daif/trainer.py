@@ -29,6 +29,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -119,6 +120,8 @@ class Trainer:
         self.cfg = cfg
         self.seed = int(cfg.seed)
         self.device = pick_device(self.t.device)
+        if self.t.threads is not None:
+            torch.set_num_threads(self.t.threads)
         self.run_dir = resolve_run_dir(cfg, self.t).resolve()
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
 

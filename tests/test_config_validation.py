@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ("trainer.num_envs=0", "trainer.num_envs"),
         ("trainer.num_envs=abc", "trainer.num_envs"),
+        ("trainer.threads=0", "trainer.threads"),
         ("trainer.total_steps=-5", "trainer.total_steps"),
         ("trainer.amp=fp8", "trainer.amp"),
         ("trainer.compile=maybe", "trainer.compile"),

@@ -352,6 +352,17 @@ class DeepActiveInferenceAgent:
         ambiguity = maths.gaussian_entropy(obs_std.flatten(1))
         return ambiguity - self._ambiguity_baseline, info_gain
 
+    def _weighted_efe(self, risk: Tensor, ambiguity: Tensor, info_gain: Tensor) -> Tensor:
+        """g = w_r·risk + w_a·ambiguity − β·info_gain with this agent's weights (any shape)."""
+        return maths.expected_free_energy(
+            risk,
+            ambiguity,
+            info_gain,
+            risk_weight=self.risk_weight,
+            ambiguity_weight=self.ambiguity_weight,
+            info_gain_weight=self.info_gain_weight,
+        )
+
     # ------------------------------------------------------------------ acting
     def initial_state(self, num_envs: int) -> None:
         """The agent infers s from the current observation alone: no per-episode memory."""
@@ -432,14 +443,7 @@ class DeepActiveInferenceAgent:
             p_term = torch.sigmoid(term_logit)
             risk = -self.preference(maths.symexp(reward), p_term)
             ambiguity, info_gain = self._efe_terms(z, act)
-            g = maths.expected_free_energy(
-                risk,
-                ambiguity,
-                info_gain,
-                risk_weight=self.risk_weight,
-                ambiguity_weight=self.ambiguity_weight,
-                info_gain_weight=self.info_gain_weight,
-            )
+            g = self._weighted_efe(risk, ambiguity, info_gain)
             total = total + (self.gamma**t) * alive * g
             alive = alive * (1.0 - p_term)
             means, _ = self.transition(z, act)
@@ -514,14 +518,7 @@ class DeepActiveInferenceAgent:
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
             # −ln P̃(o) of the observed outcome (reward, termination)
             risk = -self.preference(batch["reward"], batch["terminated"].float())
-            g_step = maths.expected_free_energy(
-                risk,
-                ambiguity,
-                info_gain,
-                risk_weight=self.risk_weight,
-                ambiguity_weight=self.ambiguity_weight,
-                info_gain_weight=self.info_gain_weight,
-            )
+            g_step = self._weighted_efe(risk, ambiguity, info_gain)
             v_last = self._state_value(z_last, self._target_precision())
             target = n_step_efe_target(
                 g_step, v_last, batch["terminated"], batch["truncated"], self.gamma

@@ -515,7 +515,8 @@ def _sb3_available() -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="cartpole", help=f"env preset: {', '.join(ENV_DEFAULTS)}")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (S..S+N-1)")
+    p.add_argument("--first-seed", type=int, default=0, help="S, the first seed")
     p.add_argument("--steps", type=int, default=None, help="env steps per run")
     p.add_argument("--target", type=float, default=None, help="eval mean return to reach")
     p.add_argument(
@@ -578,7 +579,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult], tuple]]:
     """(function, arguments) per run: daif, its ablations, then the baselines."""
     jobs: list[tuple[Callable[..., RunResult], tuple]] = []
-    seeds = range(args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     if not args.no_daif:
         variants = [("daif", list(args.overrides))]
         variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]

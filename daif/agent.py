@@ -157,8 +157,9 @@ class DeepActiveInferenceAgent:
         random_steps: int | None = None,
         updates_per_step: float = 1.0,
         model_update_every: int = 1,
-        model_lr: float = 1e-3,
-        critic_lr: float = 1e-3,
+        lr: float = 1e-3,
+        model_lr: float | None = None,
+        critic_lr: float | None = None,
         grad_clip: float = 10.0,
         target_tau: float = 0.005,
         target_update_interval: int = 1,
@@ -218,8 +219,10 @@ class DeepActiveInferenceAgent:
         self.model_update_every = check_int(
             "agent.model_update_every", model_update_every, minimum=1
         )
-        model_lr = check_positive("agent.model_lr", model_lr)
-        critic_lr = check_positive("agent.critic_lr", critic_lr)
+        # one learning rate for both optimisers unless a specific one is given
+        lr = check_positive("agent.lr", lr)
+        model_lr = lr if model_lr is None else check_positive("agent.model_lr", model_lr)
+        critic_lr = lr if critic_lr is None else check_positive("agent.critic_lr", critic_lr)
         self.grad_clip = check_positive("agent.grad_clip", grad_clip)
         self.target_tau = check_range("agent.target_tau", target_tau, 0.0, 1.0)
         if self.target_tau == 0.0:

@@ -281,3 +281,12 @@ def test_model_trains_only_every_kth_step_but_critic_every_step() -> None:
     )
     agent.update(2)  # update 2: both again
     assert not all(torch.equal(a, b) for a, b in zip(enc, agent.encoder.parameters(), strict=True))
+
+
+def test_lr_sets_both_optimiser_groups_unless_one_is_given() -> None:
+    shared = make_agent("agent.lr=3e-4")
+    assert [g["lr"] for g in shared.optimizer.param_groups] == [3e-4, 3e-4]
+    split = make_agent("agent.lr=3e-4", "agent.critic_lr=1e-2")
+    assert [g["lr"] for g in split.optimizer.param_groups] == [3e-4, 1e-2]
+    with pytest.raises(Exception, match=r"agent\.lr.*-0\.1"):
+        make_agent("agent.lr=-0.1")

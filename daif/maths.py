@@ -107,6 +107,14 @@ def kl_categorical(q: Tensor, p: Tensor, dim: int = -1) -> Tensor:
     return (q * (log_stable(q) - log_stable(p))).sum(dim)
 
 
+def kl_categorical_to_log(q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
+    """KL[q ‖ p] = Σ_i q_i (ln q_i − ln p_i) with p given as log-probabilities ``log_p``.
+
+    Used where p is only known in log space (a log prior, log preferences).
+    """
+    return (q * (log_stable(q) - log_p)).sum(dim)
+
+
 def kl_categorical_logits(log_q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
     """KL[q ‖ p] from log-probabilities: Σ_i q_i (ln q_i − ln p_i)."""
     return (log_q.exp() * (log_q - log_p)).sum(dim)
@@ -190,7 +198,7 @@ def risk(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:
         q_o: predicted outcome distribution, normalised along ``dim``.
         log_c: log prior preferences ln P̃(o) (normalised log-probabilities).
     """
-    return (q_o * (log_stable(q_o) - log_c)).sum(dim)
+    return kl_categorical_to_log(q_o, log_c, dim)
 
 
 def expected_utility(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:

@@ -24,6 +24,7 @@ def test_kl_categorical_hand_computed():
     assert maths.kl_categorical(q, q).item() == pytest.approx(0.0, abs=1e-12)
     log_q, log_p = q.log(), p.log()
     assert maths.kl_categorical_logits(log_q, log_p).item() == pytest.approx(expected, rel=1e-12)
+    assert maths.kl_categorical_to_log(q, log_p).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_softmax_precision_limits():

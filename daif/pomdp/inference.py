@@ -18,7 +18,7 @@ import string
 import torch
 from torch import Tensor
 
-from daif.maths import log_stable, softmax
+from daif.maths import kl_categorical_to_log, log_stable, softmax
 from daif.pomdp.maths import joint_from_marginals
 
 __all__ = [
@@ -97,7 +97,7 @@ def variational_free_energy(
     Returns:
         ``[b]``.
     """
-    vfe = sum((q * (log_stable(q) - lp)).sum(-1) for q, lp in zip(qs, log_prior, strict=True))
+    vfe = sum(kl_categorical_to_log(q, lp) for q, lp in zip(qs, log_prior, strict=True))
     if log_lik is not None:
         vfe = vfe - (log_lik * joint_from_marginals(qs)).sum(-1)
     return vfe  # type: ignore[return-value]

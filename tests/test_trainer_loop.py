@@ -173,3 +173,15 @@ def test_test_agent_learns_on_cartpole(compose_cfg, tmp_path):
         )
     )
     assert res.final_eval_mean > 100, res.eval_history
+
+
+def test_trainer_threads_sets_torch_intra_op_threads(compose_cfg):
+    torch.set_num_threads(2)
+    try:
+        Trainer(compose_cfg("trainer.threads=1"))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        Trainer(compose_cfg("trainer.threads=null"))  # null leaves torch's setting alone
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -160,6 +160,8 @@ class DeepActiveInferenceAgent:
         lr: float = 1e-3,
         model_lr: float | None = None,
         critic_lr: float | None = None,
+        lr_final_fraction: float = 1.0,
+        lr_decay_steps: int = 0,
         grad_clip: float = 10.0,
         target_tau: float = 0.005,
         target_update_interval: int = 1,
@@ -223,6 +225,8 @@ class DeepActiveInferenceAgent:
         lr = check_positive("agent.lr", lr)
         model_lr = lr if model_lr is None else check_positive("agent.model_lr", model_lr)
         critic_lr = lr if critic_lr is None else check_positive("agent.critic_lr", critic_lr)
+        self.lr_final_fraction = check_range("agent.lr_final_fraction", lr_final_fraction, 0.0, 1.0)
+        self.lr_decay_steps = check_int("agent.lr_decay_steps", lr_decay_steps, minimum=0)
         self.grad_clip = check_positive("agent.grad_clip", grad_clip)
         self.target_tau = check_range("agent.target_tau", target_tau, 0.0, 1.0)
         if self.target_tau == 0.0:
@@ -279,6 +283,7 @@ class DeepActiveInferenceAgent:
             # one fused kernel per step instead of a python loop over parameters
             fused=self.device.type in ("cpu", "cuda"),
         )
+        self._base_lrs = [model_lr, critic_lr]
         self.scaler = grad_scaler(self.device, self.amp)
         self.replay = ReplayBuffer(
             buffer_size,
@@ -329,6 +334,15 @@ class DeepActiveInferenceAgent:
             return self.precision_final
         frac = min(1.0, self.env_steps / self.precision_anneal_steps)
         return self.precision + frac * (self.precision_final - self.precision)
+
+    def lr_scale(self) -> float:
+        """Factor on both learning rates: 1 → ``lr_final_fraction`` linearly over
+        ``lr_decay_steps`` environment steps (0: constant). A decaying step size lets the
+        critic settle once the task is solved instead of drifting between policies."""
+        if self.lr_decay_steps == 0:
+            return 1.0
+        frac = min(1.0, self.env_steps / self.lr_decay_steps)
+        return 1.0 - frac * (1.0 - self.lr_final_fraction)
 
     def _state_value(self, z: Tensor, precision: float) -> Tensor:
         """E_{a~q(a|s)}[G_target(s, a)] with q = softmax(−γ·G_online(s)): ``z[B, Z] → [B]``.
@@ -541,6 +555,9 @@ class DeepActiveInferenceAgent:
 
     def _gradient_step(self) -> dict[str, Tensor]:
         batch = self.replay.sample(self.batch_size, self.n_step)
+        scale = self.lr_scale()
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * scale
         train_model = self.num_updates % self.model_update_every == 0
         with autocast(self.device, self.amp):
             total, metrics = self._critic_fn(batch)

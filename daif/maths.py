@@ -181,11 +181,28 @@ def gaussian_mixture_info_gain(means: Tensor, stds: Tensor) -> Tensor:
     Returns:
         ``[...]`` information gain in nats.
     """
-    k = means.shape[0]
-    # KL between every ordered pair of members: [K, K, ...]
-    kl = gaussian_kl(means.unsqueeze(1), stds.unsqueeze(1), means.unsqueeze(0), stds.unsqueeze(0))
-    log_mix = torch.logsumexp(-kl, dim=1) - math.log(k)  # [K, ...]
-    return (-log_mix).mean(0).clamp(min=0.0)
+    k, dim = means.shape[0], means.shape[-1]
+    # The K² pairwise KLs are expanded into member-by-member products (einsum), so no
+    # [K, K, ..., D] tensor is built — on the critic's batches that tensor was most of
+    # an update's time. With τ = 1/σ², per dimension
+    #     2·KL_ij = (σ_i² + μ_i²)τ_j − 2μ_i μ_j τ_j + μ_j²τ_j + ln σ_j² − ln σ_i² − 1.
+    # KLs depend only on mean differences, so the means are centred first: the expanded
+    # quadratic then has no large cancelling terms. Always float32 (no autocast).
+    with torch.autocast(device_type=means.device.type, enabled=False):
+        mu = means.float() - means.float().mean(0, keepdim=True)
+        var = stds.float().pow(2)
+        tau = var.reciprocal()
+        log_var = var.log()
+        cross = torch.einsum("i...d,j...d->...ij", var + mu.pow(2), tau)
+        cross = cross - 2.0 * torch.einsum("i...d,j...d->...ij", mu, mu * tau)
+        own_j = (mu.pow(2) * tau + log_var).sum(-1)  # [K, ...]
+        own_i = log_var.sum(-1)  # [K, ...]
+        kl = 0.5 * (
+            cross + own_j.movedim(0, -1).unsqueeze(-2) - own_i.movedim(0, -1).unsqueeze(-1) - dim
+        )
+        kl = kl.clamp(min=0.0)  # rounding can leave −1e-7 where members agree
+        log_mix = torch.logsumexp(-kl, dim=-1) - math.log(k)  # [..., K] over i
+    return (-log_mix).mean(-1).clamp(min=0.0)
 
 
 # ---------------------------------------------------------------------------

@@ -290,3 +290,28 @@ def test_lr_sets_both_optimiser_groups_unless_one_is_given() -> None:
     assert [g["lr"] for g in split.optimizer.param_groups] == [3e-4, 1e-2]
     with pytest.raises(Exception, match=r"agent\.lr.*-0\.1"):
         make_agent("agent.lr=-0.1")
+
+
+def test_lr_decays_linearly_to_its_final_fraction_over_the_decay_steps() -> None:
+    agent = make_agent(
+        "agent.lr=1e-3",
+        "agent.critic_lr=2e-3",
+        "agent.lr_final_fraction=0.1",
+        "agent.lr_decay_steps=200",
+        "agent.learning_starts=0",
+    )
+    fill(agent, 100)  # env_steps = 100: halfway, factor 1 − 0.5·0.9 = 0.55
+    agent.update(0)
+    lrs = [g["lr"] for g in agent.optimizer.param_groups]
+    assert lrs == pytest.approx([0.55e-3, 1.1e-3])
+    fill(agent, 200)  # past the decay: the final fraction, not below
+    agent.update(0)
+    assert [g["lr"] for g in agent.optimizer.param_groups] == pytest.approx([1e-4, 2e-4])
+
+
+def test_lr_decay_steps_defaults_to_the_training_length() -> None:
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["env=cartpole", "trainer.total_steps=1234"])
+    assert cfg.agent.lr_decay_steps == 1234
+    with pytest.raises(Exception, match=r"agent\.lr_final_fraction.*1\.5"):
+        make_agent("agent.lr_final_fraction=1.5")

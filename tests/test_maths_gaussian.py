@@ -63,3 +63,44 @@ def test_mixture_info_gain_bounded_by_log_k_and_reaches_it_when_separated() -> N
     far = torch.arange(k, dtype=torch.float32).mul(100.0).view(k, 1, 1).expand(k, 1, 2)
     sep = maths.gaussian_mixture_info_gain(far, torch.ones(k, 1, 2))
     assert sep.item() == pytest.approx(math.log(k), abs=1e-6)
+
+
+def test_mixture_info_gain_unequal_variances_by_hand() -> None:
+    # N(0, 1) and N(0, 2²): KL[1‖2] = ln 2 + 1/8 − 1/2, KL[2‖1] = −ln 2 + 2 − 1/2,
+    # I = −½ Σ_i ln ½(1 + e^{−KL_i,other})
+    kl12 = math.log(2.0) + 0.125 - 0.5
+    kl21 = -math.log(2.0) + 2.0 - 0.5
+    expected = -0.5 * (
+        math.log((1.0 + math.exp(-kl12)) / 2.0) + math.log((1.0 + math.exp(-kl21)) / 2.0)
+    )
+    means, stds = torch.zeros(2, 1), torch.tensor([[1.0], [2.0]])
+    assert maths.gaussian_mixture_info_gain(means, stds).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mixture_info_gain_equals_its_pairwise_kl_definition() -> None:
+    # −(1/K) Σ_i ln (1/K) Σ_j exp(−KL[N_i ‖ N_j]), built here from gaussian_kl in float64,
+    # including means far from 0 and small σ (where an unstable expansion would cancel).
+    torch.manual_seed(1)
+    k = 4
+    means = torch.randn(k, 32, 6, dtype=torch.float64) * 0.05 + 30.0
+    stds = torch.rand(k, 32, 6, dtype=torch.float64) * 0.2 + 0.02
+    kl = torch.stack(
+        [
+            torch.stack([maths.gaussian_kl(means[i], stds[i], means[j], stds[j]) for j in range(k)])
+            for i in range(k)
+        ]
+    )  # [i, j, B]
+    expected = -(torch.logsumexp(-kl, dim=1) - math.log(k)).mean(0)
+    got = maths.gaussian_mixture_info_gain(means.float(), stds.float())
+    assert got.shape == (32,)
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_mixture_info_gain_stays_float32_under_bf16_autocast() -> None:
+    torch.manual_seed(2)
+    means, stds = torch.randn(5, 16, 8), torch.rand(5, 16, 8) + 0.1
+    ref = maths.gaussian_mixture_info_gain(means, stds)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = maths.gaussian_mixture_info_gain(means, stds)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref)

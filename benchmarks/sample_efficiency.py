@@ -371,11 +371,19 @@ def preset_trainer_overrides(preset: str) -> list[str]:
     return [f"trainer.{key}={value}" for key, value in node.items()]
 
 
-def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence[str]) -> RunResult:
+def run_daif(
+    label: str,
+    preset: str,
+    seed: int,
+    steps: int,
+    overrides: Sequence[str],
+    stop_at: float | None = None,
+) -> RunResult:
     """Train daif on an env preset (``hydra.compose`` + ``daif.trainer.Trainer``).
 
     The trainer's ``evaluate`` is wrapped with a timer so that each evaluation records
     the training seconds before it, evaluation time excluded (as for the baselines).
+    With ``stop_at`` the run ends at its first evaluation whose mean is ≥ ``stop_at``.
     """
     _worker_setup()
     out = RunResult(algo=label, seed=seed)
@@ -409,6 +417,8 @@ def run_daif(label: str, preset: str, seed: int, steps: int, overrides: Sequence
             with clock.evaluating():
                 mean, std = evaluate()
             out.evals.append((trainer.global_step, float(mean), float(std), wall, cpu))
+            if stop_at is not None and mean >= stop_at:
+                trainer.t.total_steps = trainer.global_step  # the loop ends after this step
             return mean, std
 
         trainer.evaluate = timed_evaluate  # type: ignore[method-assign]
@@ -438,8 +448,11 @@ def _zoo_schedule(value: Any, scale: float) -> Any:
     return value
 
 
-def run_sb3(algo: str, env_id: str, seed: int, steps: int) -> RunResult:
-    """Train SB3 ``ppo`` or ``dqn`` with the zoo's hyperparameters, same eval protocol."""
+def run_sb3(
+    algo: str, env_id: str, seed: int, steps: int, stop_at: float | None = None
+) -> RunResult:
+    """Train SB3 ``ppo`` or ``dqn`` with the zoo's hyperparameters, same eval protocol
+    (``stop_at`` as in :func:`run_daif`)."""
     _worker_setup()
     out = RunResult(algo=algo, seed=seed)
     try:
@@ -490,6 +503,8 @@ def run_sb3(algo: str, env_id: str, seed: int, steps: int) -> RunResult:
                     out.evals.append((self.num_timesteps, float(mean), float(std), wall, cpu))
                     while self.next_eval <= self.num_timesteps:
                         self.next_eval += EVAL_INTERVAL
+                    if stop_at is not None and mean >= stop_at:
+                        return False
                 return self.num_timesteps < steps
 
         clock = TrainClock()
@@ -547,6 +562,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ALGOS",
         help="comma list: keep only these algorithms from the --load files",
     )
+    p.add_argument(
+        "--stop-at-target",
+        action="store_true",
+        help="end each run at its first evaluation >= target (final eval = that evaluation)",
+    )
     p.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every daif run")
     args = p.parse_args(argv)
@@ -580,16 +600,19 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
     """(function, arguments) per run: daif, its ablations, then the baselines."""
     jobs: list[tuple[Callable[..., RunResult], tuple]] = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
+    stop_at = args.target if getattr(args, "stop_at_target", False) else None
     if not args.no_daif:
         variants = [("daif", list(args.overrides))]
         variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
         for label, overrides in variants:
-            jobs += [(run_daif, (label, args.env, s, args.steps, overrides)) for s in seeds]
+            jobs += [
+                (run_daif, (label, args.env, s, args.steps, overrides, stop_at)) for s in seeds
+            ]
     for algo in args.baselines:
         if args.env_id not in ZOO_HYPERPARAMS[algo]:
             print(f"[skip] no RL Zoo hyperparameters for {algo} on {args.env_id}")
             continue
-        jobs += [(run_sb3, (algo, args.env_id, s, args.steps)) for s in seeds]
+        jobs += [(run_sb3, (algo, args.env_id, s, args.steps, stop_at)) for s in seeds]
     return jobs
 
 
@@ -656,7 +679,8 @@ def write_report(
             f"{platform.python_version()}",
             f"- protocol: {args.steps:,} env steps per run; every {EVAL_INTERVAL} steps, "
             f"{EVAL_EPISODES} deterministic episodes on a separate env; target "
-            f"{args.target:g}; unsolved seeds count as ∞ in medians",
+            f"{args.target:g}; unsolved seeds count as ∞ in medians"
+            + ("; each run stops at its first evaluation ≥ target" if args.stop_at_target else ""),
             "- time to target: training seconds up to the first evaluation ≥ target, "
             "evaluation time excluded (wall-clock / CPU of the run's process); wall time "
             "and env steps/s: the whole run, evaluations included",

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from daif import maths
 from daif.config import check_choice, check_int, check_positive, check_range
+from daif.images import heatmap, tile_grey
 from daif.protocol import Transition
 from daif.replay import ReplayBuffer
 from daif.utils import NonFiniteLossError, autocast, check_amp, grad_scaler
@@ -166,6 +167,7 @@ class DeepActiveInferenceAgent:
         target_tau: float = 0.005,
         target_update_interval: int = 1,
         huber_delta: float = 1.0,
+        critic_trains_encoder: bool = False,
         planner: str = "amortised",
         horizon: int = 3,
         max_sequences: int = 256,
@@ -235,6 +237,7 @@ class DeepActiveInferenceAgent:
             "agent.target_update_interval", target_update_interval, minimum=1
         )
         self.huber_delta = check_positive("agent.huber_delta", huber_delta)
+        self.critic_trains_encoder = bool(critic_trains_encoder)
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
         self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)
@@ -540,7 +543,12 @@ class DeepActiveInferenceAgent:
             target = n_step_efe_target(
                 g_step, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
-        z0 = z_seq.view(b, length, -1)[:, 0]
+        if self.critic_trains_encoder:
+            # the TD error also shapes the representation (as in SAC-AE), so the latent
+            # the critic reads does not drift away under it as the model learns
+            z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
+        else:
+            z0 = z_seq.view(b, length, -1)[:, 0]
         g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
         critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
         metrics = {
@@ -568,7 +576,7 @@ class DeepActiveInferenceAgent:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        if train_model:
+        if train_model or self.critic_trains_encoder:
             nn.utils.clip_grad_norm_(self.model_params, self.grad_clip)
         nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)  # parameters without a gradient are skipped
@@ -624,6 +632,30 @@ class DeepActiveInferenceAgent:
         ]
         tag, value = bad[0] if bad else (_LOSS_TAGS[0], None)
         raise NonFiniteLossError(tag, global_step, value)
+
+    # ------------------------------------------------------------------ pictures
+    @torch.no_grad()
+    def images(self, n: int = 8) -> dict[str, np.ndarray]:
+        """The newest ``n`` observations of env 0 above their reconstructions E[p(o|ŝ)],
+        ŝ = the posterior mean: ``{"model/reconstruction": [3, H, W] uint8}``.
+
+        Pixel observations show the newest frame of each stack (grey); vector
+        observations a heatmap of the entries scaled to [−1, 1] (rows: steps).
+        """
+        filled = self.replay.filled
+        if filled == 0:
+            return {}
+        slots = [(self.replay.pos - 1 - i) % self.replay.slots for i in range(min(n, filled))]
+        obs = self.replay.data["obs"][torch.tensor(slots[::-1]), 0]  # oldest first
+        x = self.preprocess(obs)
+        mean, _ = self.encoder(x)
+        recon, _ = self.decoder(mean)
+        if self._pixels:
+            frames = [x[:, -1].cpu().numpy(), recon[:, -1].float().cpu().numpy()]
+            return {"model/reconstruction": tile_grey(frames)}
+        rows = torch.cat([x.flatten(1), recon.flatten(1).float()], 0)  # [2n, D]
+        picture = heatmap(((rows.clamp(-1, 1) + 1) / 2).cpu().numpy(), cell=8, vmax=1.0)
+        return {"model/reconstruction": picture}
 
     # ------------------------------------------------------------------ checkpoints
     def _modules(self) -> dict[str, nn.Module]:

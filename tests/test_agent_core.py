@@ -29,6 +29,8 @@ TINY = [
     "agent.transition.hidden=[8]",
     "agent.outcome.hidden=[8]",
     "agent.value.hidden=[8]",
+    "agent.updates_per_step=1",
+    "agent.model_update_every=1",
 ]
 
 
@@ -283,6 +285,17 @@ def test_model_trains_only_every_kth_step_but_critic_every_step() -> None:
     assert not all(torch.equal(a, b) for a, b in zip(enc, agent.encoder.parameters(), strict=True))
 
 
+def test_critic_trains_encoder_lets_the_td_loss_reach_the_encoder_only() -> None:
+    agent = make_agent("agent.model_update_every=2", "agent.critic_trains_encoder=true")
+    fill(agent)
+    agent.update(0)
+    enc = [p.clone() for p in agent.encoder.parameters()]
+    dec = [p.clone() for p in agent.decoder.parameters()]
+    agent.update(1)  # a critic-only step: its gradient now moves the encoder, not the decoder
+    assert not all(torch.equal(a, b) for a, b in zip(enc, agent.encoder.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(dec, agent.decoder.parameters(), strict=True))
+
+
 def test_lr_sets_both_optimiser_groups_unless_one_is_given() -> None:
     shared = make_agent("agent.lr=3e-4")
     assert [g["lr"] for g in shared.optimizer.param_groups] == [3e-4, 3e-4]
@@ -315,3 +328,17 @@ def test_lr_decay_steps_defaults_to_the_training_length() -> None:
     assert cfg.agent.lr_decay_steps == 1234
     with pytest.raises(Exception, match=r"agent\.lr_final_fraction.*1\.5"):
         make_agent("agent.lr_final_fraction=1.5")
+
+
+def test_images_show_the_newest_observations_above_their_reconstructions() -> None:
+    from daif.images import heatmap
+
+    agent = make_agent()
+    assert agent.images() == {}  # nothing observed yet
+    fill(agent, 20)
+    rng = np.random.default_rng(0)  # the observations fill() drew
+    obs = torch.as_tensor(np.concatenate([rng.normal(size=(1, 4)) for _ in range(20)]))
+    img = agent.images()["model/reconstruction"]
+    assert img.shape == (3, 2 * 8 * 8, 4 * 8) and img.dtype == np.uint8
+    scaled = agent.preprocess(obs[-8:]).clamp(-1, 1).numpy()
+    np.testing.assert_array_equal(img[:, : 8 * 8], heatmap((scaled + 1) / 2, cell=8, vmax=1.0))

@@ -66,7 +66,7 @@ def test_agent_acts_and_learns_on_pixel_observations():
     assert obs.shape == (2, 16, 32) and obs.dtype == np.uint8
     state, start = agent.initial_state(1), np.array([True])
     before = [p.detach().clone() for p in agent.encoder.parameters()]
-    reconstruction = []
+    reconstruction, stored = [], []
     for step in range(1, 61):
         action, state = agent.act(obs[None], state, start)
         assert action.shape == (1,) and env.action_space.contains(int(action[0]))
@@ -81,6 +81,7 @@ def test_agent_acts_and_learns_on_pixel_observations():
                 truncated=np.array([trunc]),
             )
         )
+        stored.append(obs)
         metrics = agent.update(step)
         if metrics:
             assert all(math.isfinite(float(v)) for v in metrics.values())
@@ -94,6 +95,12 @@ def test_agent_acts_and_learns_on_pixel_observations():
     after = list(agent.encoder.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
     assert np.mean(reconstruction[-5:]) < np.mean(reconstruction[:5])
+    # TensorBoard picture: the newest frame of the last 8 stored observations (oldest
+    # first) above their reconstructions
+    img = agent.images()["model/reconstruction"]
+    assert img.shape == (3, 2 * 16, 8 * 32) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img[0, :16], np.concatenate([o[-1] for o in stored[-8:]], 1))
+    assert (img[0] == img[1]).all() and (img[1] == img[2]).all()  # grey
 
 
 def test_train_runs_end_to_end_on_pixels(tmp_path):

@@ -130,3 +130,31 @@ def test_preset_trainer_values_survive_composition():
         cfg = compose("train", overrides=["env=cartpole_pixels", *overrides])
     for key, value in preset.items():
         assert cfg.trainer[key] == value
+
+
+def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(tmp_path, monkeypatch):
+    # no gradient steps (learning starts after the budget): a few seconds of random play
+    monkeypatch.setattr(bench, "REPO", tmp_path)
+    args = bench.parse_args(
+        [
+            "--env",
+            "cartpole",
+            "--seeds",
+            "1",
+            "--steps",
+            "7500",
+            "--baselines",
+            "none",
+            "--stop-at-target",
+            "--target",
+            "5",
+        ]
+    )
+    ((fn, fargs),) = bench.build_jobs(args)
+    assert fargs[-1] == 5.0
+    out = fn(*fargs[:-2], ["agent.learning_starts=100000"], fargs[-1])
+    assert out.error is None, out.error
+    assert out.steps == 2500 and [e[0] for e in out.evals] == [2500]
+    # without the flag the same run goes on to the budget
+    full = fn(*fargs[:-2], ["agent.learning_starts=100000"], None)
+    assert full.steps == 7500 and [e[0] for e in full.evals] == [2500, 5000, 7500]

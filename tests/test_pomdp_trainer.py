@@ -13,7 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from tensorboard.backend.event_processing import event_accumulator
 
 import daif.envs  # noqa: F401
-from daif.pomdp.trainer_agent import POMDPAgent, heatmap
+from daif.images import heatmap
+from daif.pomdp.trainer_agent import POMDPAgent
 from daif.protocol import Agent as AgentProtocol
 from daif.protocol import Transition
 

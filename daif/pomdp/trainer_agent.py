@@ -23,36 +23,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from daif.images import heatmap
 from daif.maths import entropy, log_stable
 from daif.pomdp import control, inference, learning
 from daif.pomdp.agent import Agent, check_obs
 from daif.pomdp.tasks import build_model
 
-__all__ = ["POMDPAgent", "heatmap"]
+__all__ = ["POMDPAgent"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def heatmap(values: np.ndarray, cell: int = 8) -> np.ndarray:
-    """A ``[3, H·cell, W·cell]`` uint8 picture of a 2-D array in [0, 1] (dark blue → yellow).
-
-    Args:
-        values: ``[H, W]`` numbers; scaled by their maximum (or left at 0 if all 0).
-        cell: pixels per entry.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2:
-        raise ValueError(f"heatmap needs a 2-D array; got shape {v.shape}")
-    top = v.max()
-    v = v / top if top > 0 else v
-    # three anchors of a perceptually ordered map: navy, teal, yellow
-    anchors = np.array([[20, 20, 90], [30, 150, 140], [250, 230, 40]], dtype=np.float64)
-    x = np.clip(v, 0.0, 1.0) * 2.0
-    lo = np.minimum(x.astype(int), 1)
-    frac = (x - lo)[..., None]
-    rgb = anchors[lo] * (1.0 - frac) + anchors[lo + 1] * frac  # [H, W, 3]
-    rgb = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-    return rgb.round().astype(np.uint8).transpose(2, 0, 1)
 
 
 class POMDPAgent:

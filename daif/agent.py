@@ -121,6 +121,9 @@ class DeepActiveInferenceAgent:
         updates_per_step: gradient steps per vectorised environment step (may be < 1).
         model_update_every: train the generative model on every k-th gradient step only
             (the critic trains on all of them).
+        critic_trains_encoder: let the TD loss shape the encoder too (stops the latent
+            drifting under the critic).
+        lr_final_fraction, lr_decay_steps: linear decay of both learning rates.
         planner: ``"amortised"`` (critic only) or ``"mpc"`` (imagined rollouts).
     """
 

@@ -619,21 +619,23 @@ class DeepActiveInferenceAgent:
         while self._update_credit >= 1.0:
             self._update_credit -= 1.0
             metrics = self._gradient_step()
-            losses = torch.stack([metrics[k].detach().float() for k in _LOSS_TAGS])
+            # a critic-only step right after a resume has no model losses yet
+            tags = [k for k in _LOSS_TAGS if k in metrics]
+            losses = torch.stack([metrics[k].detach().float() for k in tags])
             self._all_finite &= torch.isfinite(losses).all()
             if self.num_updates % self.nan_check_interval == 0:
-                self._raise_if_non_finite(losses, global_step)
+                self._raise_if_non_finite(tags, losses, global_step)
         return metrics
 
-    def _raise_if_non_finite(self, losses: Tensor, global_step: int) -> None:
+    def _raise_if_non_finite(self, tags: list[str], losses: Tensor, global_step: int) -> None:
         if bool(self._all_finite):
             return
         bad = [
             (tag, float(v))
-            for tag, v in zip(_LOSS_TAGS, losses.tolist(), strict=True)
+            for tag, v in zip(tags, losses.tolist(), strict=True)
             if not math.isfinite(v)
         ]
-        tag, value = bad[0] if bad else (_LOSS_TAGS[0], None)
+        tag, value = bad[0] if bad else (tags[0], None)
         raise NonFiniteLossError(tag, global_step, value)
 
     # ------------------------------------------------------------------ pictures

@@ -271,7 +271,7 @@ def test_bf16_autocast_updates_stay_finite() -> None:
 
 
 def test_model_trains_only_every_kth_step_but_critic_every_step() -> None:
-    agent = make_agent("agent.model_update_every=2")
+    agent = make_agent("agent.model_update_every=2", "agent.critic_trains_encoder=false")
     fill(agent)
     agent.update(0)  # update 0 trains model and critic
     enc = [p.clone() for p in agent.encoder.parameters()]
@@ -322,10 +322,12 @@ def test_lr_decays_linearly_to_its_final_fraction_over_the_decay_steps() -> None
     assert [g["lr"] for g in agent.optimizer.param_groups] == pytest.approx([1e-4, 2e-4])
 
 
-def test_lr_decay_steps_defaults_to_the_training_length() -> None:
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["env=cartpole", "trainer.total_steps=1234"])
-    assert cfg.agent.lr_decay_steps == 1234
+def test_lr_is_constant_with_zero_decay_steps_and_bad_fractions_are_named() -> None:
+    agent = make_agent("agent.learning_starts=0", "agent.lr=1e-3", "agent.lr_decay_steps=0")
+    fill(agent, 100)
+    agent.update(0)
+    assert agent.lr_scale() == 1.0
+    assert [g["lr"] for g in agent.optimizer.param_groups] == pytest.approx([1e-3, 1e-3])
     with pytest.raises(Exception, match=r"agent\.lr_final_fraction.*1\.5"):
         make_agent("agent.lr_final_fraction=1.5")
 
@@ -342,3 +344,16 @@ def test_images_show_the_newest_observations_above_their_reconstructions() -> No
     assert img.shape == (3, 2 * 8 * 8, 4 * 8) and img.dtype == np.uint8
     scaled = agent.preprocess(obs[-8:]).clamp(-1, 1).numpy()
     np.testing.assert_array_equal(img[:, : 8 * 8], heatmap((scaled + 1) / 2, cell=8, vmax=1.0))
+
+
+def test_a_critic_only_step_right_after_loading_a_checkpoint_works() -> None:
+    # model every 2nd update: a checkpoint after update 1 resumes on a critic-only step,
+    # whose metrics have no model losses yet (this used to raise KeyError)
+    agent = make_agent("agent.model_update_every=2")
+    fill(agent)
+    agent.update(0)
+    resumed = make_agent("agent.model_update_every=2", seed=1)
+    resumed.load_state_dict(agent.state_dict())
+    metrics = resumed.update(1)
+    assert "losses/critic_td" in metrics and "losses/reconstruction" not in metrics
+    assert math.isfinite(float(metrics["losses/critic_td"]))

@@ -104,7 +104,7 @@ def kl_categorical(q: Tensor, p: Tensor, dim: int = -1) -> Tensor:
     Returns:
         the broadcast shape with ``dim`` reduced.
     """
-    return (q * (log_stable(q) - log_stable(p))).sum(dim)
+    return kl_categorical_to_log(q, log_stable(p), dim)
 
 
 def kl_categorical_to_log(q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:

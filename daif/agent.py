@@ -647,11 +647,9 @@ class DeepActiveInferenceAgent:
         Pixel observations show the newest frame of each stack (grey); vector
         observations a heatmap of the entries scaled to [−1, 1] (rows: steps).
         """
-        filled = self.replay.filled
-        if filled == 0:
+        obs = self.replay.latest(n)  # oldest first
+        if obs.shape[0] == 0:
             return {}
-        slots = [(self.replay.pos - 1 - i) % self.replay.slots for i in range(min(n, filled))]
-        obs = self.replay.data["obs"][torch.tensor(slots[::-1]), 0]  # oldest first
         x = self.preprocess(obs)
         mean, _ = self.encoder(x)
         recon, _ = self.decoder(mean)

@@ -108,6 +108,13 @@ class ReplayBuffer:
         e = env.unsqueeze(1).expand(-1, seq_len)
         return {name: self.data[name][t, e] for name in _FIELDS}
 
+    def latest(self, n: int, field: str = "obs", env: int = 0) -> Tensor:
+        """The newest ``min(n, filled)`` entries of ``field`` written for ``env``, oldest
+        first: ``[n', *shape]``."""
+        count = min(n, self.filled)
+        slots = (self.pos - count + torch.arange(count, device=self.device)) % self.slots
+        return self.data[field][slots, env]
+
     def state_dict(self) -> dict[str, Any]:
         """The written part of the buffer and the write position (for checkpoints)."""
         return {

@@ -49,6 +49,16 @@ def test_ring_keeps_newest_and_never_crosses_the_write_position() -> None:
     assert torch.equal(steps[:, 1] - steps[:, 0], torch.ones(256))
 
 
+def test_latest_returns_the_newest_entries_of_one_env_oldest_first() -> None:
+    buf = ReplayBuffer(8, 2, (1,))  # 4 slots per env: t = 0..5 wraps the ring
+    assert buf.latest(3).shape == (0, 1)
+    for t in range(6):
+        buf.add(step(t))
+    assert buf.latest(3)[:, 0].tolist() == [30.0, 40.0, 50.0]
+    assert buf.latest(10, env=1)[:, 0].tolist() == [21.0, 31.0, 41.0, 51.0]  # only 4 held
+    assert buf.latest(2, field="reward").tolist() == [4.0, 5.0]
+
+
 def test_terminated_and_truncated_are_stored_separately() -> None:
     buf = ReplayBuffer(100, 2, (1,))
     for t in range(6):

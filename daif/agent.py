@@ -240,7 +240,9 @@ class DeepActiveInferenceAgent:
             "agent.target_update_interval", target_update_interval, minimum=1
         )
         self.huber_delta = check_positive("agent.huber_delta", huber_delta)
-        self.critic_trains_encoder = bool(critic_trains_encoder)
+        self.critic_trains_encoder = bool(
+            check_choice("agent.critic_trains_encoder", critic_trains_encoder, (True, False))
+        )
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
         self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)

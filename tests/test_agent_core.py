@@ -116,6 +116,8 @@ def test_agent_satisfies_protocol_and_acts() -> None:
         ("agent.n_step=0", "agent.n_step"),
         ("agent.precision=-1.0", "agent.precision"),
         ("agent.info_gain_weight=-0.1", "agent.info_gain_weight"),
+        ("agent.critic_trains_encoder=maybe", "agent.critic_trains_encoder"),
+        ("agent.lr_decay_steps=-5", "agent.lr_decay_steps"),
         ("agent.cem_elites=500", "agent.cem_elites"),
     ],
 )

@@ -1,0 +1,141 @@
+"""CPU cost of one gradient step of the deep agent, and of its parts.
+
+Builds the agent of an env preset exactly as the trainer does, fills its replay buffer
+with random-policy transitions, and times (CPU seconds of this process, after warm-up):
+
+* the ensemble information gain on the critic's batch (B·L state-actions), by
+  ``maths.gaussian_mixture_info_gain`` and by the direct definition that builds every
+  pairwise KL as one ``[K, K, B·L, Z]`` tensor (what it replaced);
+* the critic's and the model's loss (forward only);
+* a whole gradient step (sample, both losses, backward, clip, Adam, target update);
+* one ``act`` call.
+
+Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200] [overrides ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daif import maths  # noqa: E402
+from daif.protocol import Transition  # noqa: E402
+
+
+def pairwise_info_gain(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
+    """−(1/K) Σ_i ln (1/K) Σ_j exp(−KL[N_i ‖ N_j]) with the full [K, K, ..., D] KL tensor."""
+    k = means.shape[0]
+    kl = maths.gaussian_kl(means[:, None], stds[:, None], means[None], stds[None])
+    return -(torch.logsumexp(-kl, dim=1) - math.log(k)).mean(0)
+
+
+def cpu_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Mean CPU milliseconds per call after 10 warm-up calls."""
+    for _ in range(10):
+        fn()
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats * 1e3
+
+
+def build_agent(preset: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("train", overrides=[f"env={preset}", *overrides])
+    env = gym.make(cfg.env.id, **cfg.env.kwargs)
+    agent = instantiate(
+        cfg.agent,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        num_envs=1,
+        env=env,
+        device=torch.device("cpu"),
+        amp="off",
+        compile=False,
+    )
+    return agent, env
+
+
+def fill(agent, env: gym.Env, steps: int, seed: int = 0) -> np.ndarray:
+    """Random-policy transitions into the agent's buffer; returns the last observation."""
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    for _ in range(steps):
+        action = env.action_space.sample()
+        nxt, reward, term, trunc, _ = env.step(action)
+        agent.observe(
+            Transition(
+                obs=obs[None],
+                action=np.array([action]),
+                reward=np.array([reward], np.float32),
+                next_obs=nxt[None],
+                terminated=np.array([term]),
+                truncated=np.array([trunc]),
+            )
+        )
+        obs = env.reset()[0] if term or trunc else nxt
+    return obs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="cartpole", help="env preset of the deep agent")
+    p.add_argument("--repeats", type=int, default=200, help="timed calls per row")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    agent, env = build_agent(args.env, args.overrides)
+    obs = fill(agent, env, max(2000, agent.batch_size * agent.n_step))
+
+    batch = agent.replay.sample(agent.batch_size, agent.n_step)
+    with torch.no_grad():
+        z, _ = agent.encoder(agent.preprocess(batch["obs"]).flatten(0, 1))
+        means, stds = agent.transition(z, batch["action"].flatten())
+    torch.testing.assert_close(
+        maths.gaussian_mixture_info_gain(means, stds),
+        pairwise_info_gain(means, stds).clamp(min=0),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    n = means.shape[1]
+    rows = [
+        (
+            f"info gain, einsum ({n} state-actions)",
+            lambda: maths.gaussian_mixture_info_gain(means, stds),
+        ),
+        (f"info gain, pairwise KL tensor ({n})", lambda: pairwise_info_gain(means, stds)),
+        ("critic loss (forward)", lambda: agent._critic_losses(batch)),
+        ("model loss (forward)", lambda: agent._model_losses(batch)),
+        ("gradient step (model + critic)", agent._gradient_step),
+        ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
+    ]
+    print(f"# Deep agent update cost: env={args.env} {' '.join(args.overrides)}")
+    print(
+        f"\n{platform.machine()}, torch {torch.__version__}, 1 thread; batch "
+        f"{agent.batch_size} × n_step {agent.n_step}; CPU ms per call, mean of {args.repeats}\n"
+    )
+    print("| what | CPU ms / call |")
+    print("|---|---:|")
+    for label, fn in rows:
+        print(f"| {label} | {cpu_ms(fn, args.repeats):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,9 @@ Generative model (all Gaussians diagonal, latent s ∈ R^Z, discrete actions a):
 * likelihood   p(o|s)            — decoder (learned std: its entropy is the ambiguity)
 * transitions  p_k(s'|s, a)      — an ensemble of K Gaussian heads
 * outcomes     p(r, d|s, a)      — reward and termination, the outcomes the agent has
-                                   preferences over: ln P̃(r, d) = r/T + c·d (+ const)
+                                   preferences over: ln P̃(r, d) = r/T + c·d (+ const),
+                                   optionally + a preference over observations learned
+                                   from its best episodes (daif.nets.preference)
 
 Learning minimises the variational free energy of replayed transitions,
 
@@ -48,7 +50,7 @@ from daif import maths
 from daif.config import check_choice, check_int, check_positive, check_range
 from daif.images import heatmap, tile_grey
 from daif.protocol import Transition
-from daif.replay import ReplayBuffer
+from daif.replay import PreferredOutcomes, ReplayBuffer
 from daif.utils import NonFiniteLossError, autocast, check_amp, grad_scaler
 
 _LOSS_TAGS = (
@@ -57,6 +59,7 @@ _LOSS_TAGS = (
     "losses/transition_nll",
     "losses/outcome_nll",
     "losses/critic_td",
+    "losses/preference",
 )
 
 
@@ -110,7 +113,7 @@ class DeepActiveInferenceAgent:
     Networks are given as factories (Hydra ``_partial_`` nodes) that the agent calls with
     the sizes it knows: ``encoder(obs_shape=, latent_dim=)``, ``decoder(latent_dim=,
     obs_shape=)``, ``transition(latent_dim=, num_actions=)``, ``outcome(latent_dim=,
-    num_actions=)``, ``value(latent_dim=, num_actions=)``, ``preference()``.
+    num_actions=)``, ``value(latent_dim=, num_actions=)``, ``preference(obs_shape=)``.
 
     Key hyperparameters (see ``configs/agent/daif.yaml`` for all):
         gamma: discount of future expected free energy.
@@ -275,13 +278,14 @@ class DeepActiveInferenceAgent:
         self.transition = transition(latent_dim=z, num_actions=na).to(self.device)
         self.outcome = outcome(latent_dim=z, num_actions=na).to(self.device)
         self.critic = value(latent_dim=z, num_actions=na).to(self.device)
-        self.preference = preference().to(self.device)
+        self.preference = preference(obs_shape=self.obs_shape).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.model_params = [
             *self.encoder.parameters(),
             *self.decoder.parameters(),
             *self.transition.parameters(),
             *self.outcome.parameters(),
+            *self.preference.parameters(),  # a learned preference trains with the model
         ]
         self.optimizer = torch.optim.Adam(
             [
@@ -300,6 +304,19 @@ class DeepActiveInferenceAgent:
             obs_dtype=torch.uint8 if self._pixels else torch.float32,
             device=self.device,
         )
+        # outcomes of the best recent episodes, for a preference learned from them
+        self.preferred: PreferredOutcomes | None = None
+        self._learned_preference = bool(getattr(self.preference, "learns_from_episodes", False))
+        if self._learned_preference:
+            self.preferred = PreferredOutcomes(
+                self.preference.capacity,
+                self.num_envs,
+                self.obs_shape,
+                top_fraction=self.preference.top_fraction,
+                window=self.preference.window,
+                obs_dtype=torch.uint8 if self._pixels else torch.float32,
+                device=self.device,
+            )
         self.env_steps = 0
         self.num_updates = 0
         self._update_credit = 0.0
@@ -376,6 +393,14 @@ class DeepActiveInferenceAgent:
         _, obs_std = self.decoder(means.mean(0))
         ambiguity = maths.gaussian_entropy(obs_std.flatten(1))
         return ambiguity - self._ambiguity_baseline, info_gain
+
+    def _log_preference(self, reward: Tensor, termination: Tensor, next_obs: Tensor) -> Tensor:
+        """E_q[ln P̃] of outcomes: ``reward[...]``, ``termination[...]`` (probability or
+        0/1) and the raw observation ``next_obs[..., *obs_shape]`` it came with. The
+        observation is scaled only for a preference that reads it."""
+        if not self._learned_preference:
+            return self.preference(reward, termination)
+        return self.preference(reward, termination, self.preprocess(next_obs))
 
     def _weighted_efe(self, risk: Tensor, ambiguity: Tensor, info_gain: Tensor) -> Tensor:
         """g = w_r·risk + w_a·ambiguity − β·info_gain with this agent's weights (any shape)."""
@@ -466,13 +491,18 @@ class DeepActiveInferenceAgent:
             act = seqs[..., t].reshape(-1)
             reward, term_logit = self.outcome(z, act)
             p_term = torch.sigmoid(term_logit)
-            risk = -self.preference(maths.symexp(reward), p_term)
+            means, _ = self.transition(z, act)
+            z_next = means.mean(0)
+            if self._learned_preference:
+                # the predicted outcome: the likelihood's mean at the predicted state
+                risk = -self.preference(maths.symexp(reward), p_term, self.decoder(z_next)[0])
+            else:
+                risk = -self.preference(maths.symexp(reward), p_term)
             ambiguity, info_gain = self._efe_terms(z, act)
             g = self._weighted_efe(risk, ambiguity, info_gain)
             total = total + (self.gamma**t) * alive * g
             alive = alive * (1.0 - p_term)
-            means, _ = self.transition(z, act)
-            z = means.mean(0)
+            z = z_next
         total = total + (self.gamma**h) * alive * self._state_value(z, precision)
         return total.view(n, s)
 
@@ -483,6 +513,8 @@ class DeepActiveInferenceAgent:
     def observe(self, transition: Transition) -> None:
         """Store one vectorised step in the replay buffer."""
         self.replay.add(transition)
+        if self.preferred is not None:
+            self.preferred.add(transition)
         self.env_steps += self.num_envs
 
     def _model_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -541,8 +573,10 @@ class DeepActiveInferenceAgent:
             z_last, _ = self.encoder(self.preprocess(o_last))
             ambiguity, info_gain = self._efe_terms(z_seq, action.flatten())
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
-            # −ln P̃(o) of the observed outcome (reward, termination)
-            risk = -self.preference(batch["reward"], batch["terminated"].float())
+            # −ln P̃(o) of the observed outcome (reward, termination; next observation)
+            risk = -self._log_preference(
+                batch["reward"], batch["terminated"].float(), batch["next_obs"]
+            )
             g_step = self._weighted_efe(risk, ambiguity, info_gain)
             v_last = self._state_value(z_last, self._target_precision())
             target = n_step_efe_target(
@@ -572,11 +606,20 @@ class DeepActiveInferenceAgent:
         for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
             group["lr"] = base * scale
         train_model = self.num_updates % self.model_update_every == 0
+        train_preference = train_model and self.preferred is not None and len(self.preferred) > 0
         with autocast(self.device, self.amp):
             total, metrics = self._critic_fn(batch)
             if train_model:
                 model_total, model_metrics = self._model_fn(batch)
                 total = total + model_total
+                if train_preference:
+                    # preferred outcomes against as many experienced ones (from replay)
+                    preference_loss, experienced_mean = self.preference.loss(
+                        self.preprocess(self.preferred.sample(self.batch_size)),
+                        self.preprocess(batch["next_obs"][:, 0]),
+                    )
+                    total = total + preference_loss
+                    model_metrics["losses/preference"] = preference_loss
                 metrics.update(model_metrics)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -593,6 +636,8 @@ class DeepActiveInferenceAgent:
                     self.critic_target.parameters(), self.critic.parameters(), strict=True
                 ):
                     p_t.lerp_(p, self.target_tau)
+        if train_preference:
+            self.preference.track_baseline(experienced_mean)
         raw = metrics.pop("_ambiguity_raw").detach().float()
         if self._ambiguity_baseline_ready:
             self._ambiguity_baseline.lerp_(raw, 0.01)
@@ -686,6 +731,7 @@ class DeepActiveInferenceAgent:
             "update_credit": self._update_credit,
             "ambiguity_baseline": self._ambiguity_baseline.clone(),
             "ambiguity_baseline_ready": self._ambiguity_baseline_ready,
+            "preferred": None if self.preferred is None else self.preferred.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -700,3 +746,5 @@ class DeepActiveInferenceAgent:
         self._update_credit = float(state["update_credit"])
         self._ambiguity_baseline.copy_(state["ambiguity_baseline"])
         self._ambiguity_baseline_ready = bool(state["ambiguity_baseline_ready"])
+        if self.preferred is not None:
+            self.preferred.load_state_dict(state["preferred"])

@@ -10,6 +10,7 @@ episode but must not zero the bootstrap).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -134,3 +135,122 @@ class ReplayBuffer:
             self.data[k][:filled] = v.to(self.device)
         self.pos = int(state["pos"])
         self.filled = filled
+
+
+class PreferredOutcomes:
+    """The outcomes (next observations) of the agent's best recent episodes.
+
+    Each environment's current episode is collected step by step. When it ends, its
+    return R joins a window of the last ``window`` returns, and the episode is
+    *preferred* — its outcomes are written to a ring of ``capacity`` — when
+
+        R ≥ quantile_{1 − top_fraction}(window)  and  R > min(window),
+
+    the second condition so that a task in which every episode scores the same (all
+    −200 on MountainCar before the first success) prefers nothing.
+
+    Args:
+        capacity: preferred outcomes kept (oldest overwritten first).
+        num_envs: N, the number of environments per :meth:`add`.
+        obs_shape: shape of one observation.
+        top_fraction: fraction of recent episodes that count as preferred, in (0, 1].
+        window: number of recent returns the quantile is taken over.
+        obs_dtype, device: storage of the outcomes (as :class:`ReplayBuffer`).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        top_fraction: float,
+        window: int,
+        obs_dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not 0.0 < top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+        self.capacity = capacity
+        self.num_envs = num_envs
+        self.top_fraction = top_fraction
+        self.device = torch.device(device)
+        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype, device=self.device)
+        self.pos = 0
+        self.filled = 0
+        self.returns: deque[float] = deque(maxlen=window)
+        self.episodes_preferred = 0
+        self._steps: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self._return = np.zeros(num_envs, dtype=np.float64)
+
+    def __len__(self) -> int:
+        """Preferred outcomes currently held."""
+        return self.filled
+
+    def add(self, transition: Transition) -> None:
+        """Record one vectorised step; an episode that ends is judged and maybe kept."""
+        next_obs = np.asarray(transition.next_obs)
+        reward = np.asarray(transition.reward, dtype=np.float64)
+        done = np.asarray(transition.terminated) | np.asarray(transition.truncated)
+        for i in range(self.num_envs):
+            self._steps[i].append(next_obs[i].copy())  # the env may reuse its array
+            self._return[i] += reward[i]
+            if done[i]:
+                self._end_episode(i)
+
+    def is_preferred(self, episode_return: float) -> bool:
+        """Whether an episode that just ended with this return (already in the window)
+        is preferred."""
+        recent = np.fromiter(self.returns, dtype=np.float64)
+        threshold = np.quantile(recent, 1.0 - self.top_fraction)
+        return bool(episode_return >= threshold and episode_return > recent.min())
+
+    def _end_episode(self, env: int) -> None:
+        episode_return = float(self._return[env])
+        self.returns.append(episode_return)
+        if self.is_preferred(episode_return):
+            self._write(np.stack(self._steps[env]))
+            self.episodes_preferred += 1
+        self._steps[env] = []
+        self._return[env] = 0.0
+
+    def _write(self, outcomes: np.ndarray) -> None:
+        outcomes = outcomes[-self.capacity :]  # an episode longer than the ring: its end
+        n = outcomes.shape[0]
+        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        self.obs[idx] = torch.as_tensor(outcomes, device=self.device).to(self.obs.dtype)
+        self.pos = (self.pos + n) % self.capacity
+        self.filled = min(self.filled + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Tensor:
+        """``batch_size`` preferred outcomes drawn uniformly (global torch RNG):
+        ``[B, *obs_shape]``."""
+        if self.filled == 0:
+            raise ValueError("no preferred outcomes yet")
+        idx = torch.randint(0, self.filled, (batch_size,), device=self.device)
+        return self.obs[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Kept outcomes, ring position and recent returns; the episodes in progress are
+        not saved (a resumed run starts new episodes)."""
+        return {
+            "obs": self.obs[: self.filled].clone(),
+            "pos": self.pos,
+            "filled": self.filled,
+            "returns": list(self.returns),
+            "episodes_preferred": self.episodes_preferred,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (same capacity)."""
+        filled = int(state["filled"])
+        if filled > self.capacity:
+            raise ValueError(
+                f"checkpoint holds {filled} preferred outcomes; capacity is {self.capacity}"
+            )
+        self.obs[:filled] = state["obs"].to(self.device)
+        self.pos, self.filled = int(state["pos"]), filled
+        self.returns.clear()
+        self.returns.extend(float(r) for r in state["returns"])
+        self.episodes_preferred = int(state["episodes_preferred"])
+        self._steps = [[] for _ in range(self.num_envs)]
+        self._return[:] = 0.0

@@ -6,8 +6,8 @@
 * :class:`TransitionEnsemble` — K Gaussian heads p_k(s'|s, a), evaluated in one batched
   matrix product per layer (no python loop over members).
 * :class:`OutcomeModel` — p(r, d | s, a): predicted reward and termination, the outcomes
-  the agent holds preferences over (used by the MPC planner in imagination).
-* :class:`RewardPreference` — prior preferences ln P̃(r, d) over those outcomes.
+  the agent holds preferences over (used by the MPC planner in imagination; the
+  preferences themselves are in :mod:`daif.nets.preference`).
 * :class:`EFECritic` — the amortised expected free energy G(s, ·) of every action.
 """
 
@@ -232,35 +232,6 @@ class OutcomeModel(nn.Module):
         return out[..., 0], out[..., 1]
 
 
-class RewardPreference(nn.Module):
-    """Prior preferences over outcomes: ln P̃(r, d) = r / T + c·d (up to a constant).
-
-    The reward is an outcome the agent prefers with a Boltzmann density,
-    P̃(r) ∝ exp(r / T) (temperature T > 0: lower T = stronger preference), and
-    termination d ∈ {0, 1} is an outcome with log-odds c (c < 0: the agent prefers
-    episodes not to end; c > 0: it prefers reaching a terminal state). The additive
-    constant is fixed so that the outcome (r = 0, d = 0) has ln P̃ = 0: in episodic
-    tasks a constant per-step cost would otherwise act as a bonus for dying (or living).
-    """
-
-    def __init__(self, temperature: float = 1.0, termination: float = 0.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"preference temperature must be > 0, got {temperature}")
-        self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
-        self.register_buffer("termination", torch.tensor(float(termination)))
-
-    def forward(self, reward: Tensor, termination_prob: Tensor) -> Tensor:
-        """E_q[ln P̃(r, d)] for q(r) with mean ``reward`` and q(d = 1) = ``termination_prob``.
-
-        Linear in both, so an observed outcome (a point mass) is the special case
-        ``termination_prob ∈ {0, 1}``. Shapes broadcast; returns the broadcast shape.
-        """
-        return (
-            reward.float() * torch.exp(-self.log_temperature) + self.termination * termination_prob
-        )
-
-
 class EFECritic(nn.Module):
     """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``."""
 
@@ -287,8 +258,17 @@ __all__ = [
     "MLPDecoder",
     "MLPEncoder",
     "OutcomeModel",
-    "RewardPreference",
     "TransitionEnsemble",
     "bounded_std",
     "mlp",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # checkpoints written before the preferences moved to daif.nets.preference name
+    # `daif.nets.mlp.RewardPreference` as their _target_; keep those loadable
+    if name == "RewardPreference":
+        from daif.nets.preference import RewardPreference
+
+        return RewardPreference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -704,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     meta = {
-        "command": " ".join(["python benchmarks/sample_efficiency.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/sample_efficiency.py", *sys.argv[1:]]),
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "env": args.env,
         "steps": args.steps,

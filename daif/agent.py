@@ -378,21 +378,24 @@ class DeepActiveInferenceAgent:
         q = maths.softmax(-self.critic(z), precision)
         return (q * self.critic_target(z)).sum(-1)
 
-    def _efe_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        """Ambiguity and parameter information gain of taking ``action`` in ``z``.
+    def _efe_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Ambiguity and parameter information gain of taking ``action`` in ``z``, with the
+        predicted next state and outcome they are computed from.
 
         Args:
             z: ``[B, Z]`` latent states; action: ``[B]``.
         Returns:
-            ``(ambiguity[B], info_gain[B])`` in nats. The ambiguity H[p(o|ŝ')] is taken at
-            the ensemble's mean prediction ŝ' and returned *minus its running mean*: in an
-            episodic task a constant per-step ambiguity would reward or punish survival.
+            ``(ambiguity[B], info_gain[B], ŝ'[B, Z], ô'[B, *obs_shape])``. ŝ' is the
+            ensemble's mean prediction and ô' = E[p(o|ŝ')] (scaled units). The ambiguity
+            H[p(o|ŝ')] (nats) is returned *minus its running mean*: in an episodic task a
+            constant per-step ambiguity would reward or punish survival.
         """
         means, stds = self.transition(z, action)  # [K, B, Z]
         info_gain = maths.gaussian_mixture_info_gain(means, stds)
-        _, obs_std = self.decoder(means.mean(0))
+        z_next = means.mean(0)
+        obs_mean, obs_std = self.decoder(z_next)
         ambiguity = maths.gaussian_entropy(obs_std.flatten(1))
-        return ambiguity - self._ambiguity_baseline, info_gain
+        return ambiguity - self._ambiguity_baseline, info_gain, z_next, obs_mean
 
     def _log_preference(self, reward: Tensor, termination: Tensor, next_obs: Tensor) -> Tensor:
         """E_q[ln P̃] of outcomes: ``reward[...]``, ``termination[...]`` (probability or
@@ -491,14 +494,9 @@ class DeepActiveInferenceAgent:
             act = seqs[..., t].reshape(-1)
             reward, term_logit = self.outcome(z, act)
             p_term = torch.sigmoid(term_logit)
-            means, _ = self.transition(z, act)
-            z_next = means.mean(0)
-            if self._learned_preference:
-                # the predicted outcome: the likelihood's mean at the predicted state
-                risk = -self.preference(maths.symexp(reward), p_term, self.decoder(z_next)[0])
-            else:
-                risk = -self.preference(maths.symexp(reward), p_term)
-            ambiguity, info_gain = self._efe_terms(z, act)
+            ambiguity, info_gain, z_next, o_next = self._efe_terms(z, act)
+            # the predicted outcome: reward, termination and the likelihood's mean at ŝ'
+            risk = -self.preference(maths.symexp(reward), p_term, o_next)
             g = self._weighted_efe(risk, ambiguity, info_gain)
             total = total + (self.gamma**t) * alive * g
             alive = alive * (1.0 - p_term)
@@ -571,7 +569,7 @@ class DeepActiveInferenceAgent:
             last = bootstrap_index(batch["terminated"], batch["truncated"])
             o_last = batch["next_obs"][torch.arange(b, device=last.device), last]
             z_last, _ = self.encoder(self.preprocess(o_last))
-            ambiguity, info_gain = self._efe_terms(z_seq, action.flatten())
+            ambiguity, info_gain, _, _ = self._efe_terms(z_seq, action.flatten())
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
             # −ln P̃(o) of the observed outcome (reward, termination; next observation)
             risk = -self._log_preference(

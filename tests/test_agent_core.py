@@ -181,7 +181,7 @@ def test_info_gain_is_zero_when_ensemble_members_agree() -> None:
         for p in agent.transition.parameters():
             p.copy_(p[:1].expand_as(p))
     z = torch.randn(16, agent.latent_dim)
-    _, info_gain = agent._efe_terms(z, torch.randint(0, 2, (16,)))
+    _, info_gain, _, _ = agent._efe_terms(z, torch.randint(0, 2, (16,)))
     assert torch.allclose(info_gain, torch.zeros(16), atol=1e-5)
 
 
@@ -202,7 +202,7 @@ def test_mpc_horizon_one_equals_one_step_efe_plus_critic_tail() -> None:
             r, logit = agent.outcome(z, act)
             p_term = torch.sigmoid(logit)
             risk = -(maths.symexp(r) * 1.0 + 0.0 * p_term)
-            amb, ig = agent._efe_terms(z, act)
+            amb, ig, _, _ = agent._efe_terms(z, act)
             z1 = agent.transition(z, act)[0].mean(0)
             q = torch.softmax(-3.0 * agent.critic(z1), -1)
             tail = (q * agent.critic_target(z1)).sum(-1)

@@ -107,6 +107,7 @@ def test_no_episode_is_preferred_when_all_score_the_same() -> None:
     ("override", "key"),
     [
         ("agent.preference.top_fraction=0", "agent.preference.top_fraction"),
+        ("agent.preference.top_fraction=1.5", "agent.preference.top_fraction"),
         ("agent.preference.weight=-1", "agent.preference.weight"),
         ("agent.preference.window=1", "agent.preference.window"),
     ],

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from daif.config import check_int, check_positive, check_range
+from daif.config import ConfigError, check_int, check_positive, check_range
 from daif.nets.mlp import mlp
 
 
@@ -117,9 +117,11 @@ class LearnedPreference(RewardPreference):
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.weight = check_positive("agent.preference.weight", weight, allow_zero=True)
         self.max_log_ratio = check_positive("agent.preference.max_log_ratio", max_log_ratio)
-        self.top_fraction = check_range("agent.preference.top_fraction", top_fraction, 0.0, 1.0)
-        if self.top_fraction == 0.0:
-            raise ValueError("agent.preference.top_fraction: must be > 0, got 0")
+        self.top_fraction = check_positive("agent.preference.top_fraction", top_fraction)
+        if self.top_fraction > 1.0:
+            raise ConfigError(
+                f"agent.preference.top_fraction: must be in (0, 1], got {top_fraction}"
+            )
         self.window = check_int("agent.preference.window", window, minimum=2)
         self.capacity = check_int("agent.preference.capacity", capacity, minimum=1)
         self.baseline_rate = check_range(

@@ -352,6 +352,16 @@ class TrainClock:
             self.eval_cpu += time.process_time() - c0
 
 
+def report_eval(label: str, seed: int, entry: Sequence[float]) -> None:
+    """One progress line per evaluation, so a long run can be watched (and stopped early)."""
+    step, mean, std, wall, _ = entry
+    print(
+        f"[{label} seed {seed}] {int(step):,} steps: eval {mean:.1f} ± {std:.1f}, "
+        f"{wall:.0f} s training",
+        flush=True,
+    )
+
+
 def _worker_setup() -> None:
     import torch
 
@@ -379,6 +389,7 @@ def run_daif(
     steps: int,
     overrides: Sequence[str],
     stop_at: float | None = None,
+    eval_interval: int = EVAL_INTERVAL,
 ) -> RunResult:
     """Train daif on an env preset (``hydra.compose`` + ``daif.trainer.Trainer``).
 
@@ -399,7 +410,7 @@ def run_daif(
             *preset_trainer_overrides(preset),
             f"seed={seed}",
             f"trainer.total_steps={steps}",
-            f"trainer.eval_interval={EVAL_INTERVAL}",
+            f"trainer.eval_interval={eval_interval}",
             f"trainer.eval_episodes={EVAL_EPISODES}",
             "trainer.progress=false",
             "trainer.checkpoint_interval=0",
@@ -418,6 +429,7 @@ def run_daif(
             with clock.evaluating():
                 mean, std = evaluate()
             out.evals.append((trainer.global_step, float(mean), float(std), wall, cpu))
+            report_eval(label, seed, out.evals[-1])
             if stop_at is not None and mean >= stop_at:
                 trainer.t.total_steps = trainer.global_step  # the loop ends after this step
             return mean, std
@@ -450,7 +462,12 @@ def _zoo_schedule(value: Any, scale: float) -> Any:
 
 
 def run_sb3(
-    algo: str, env_id: str, seed: int, steps: int, stop_at: float | None = None
+    algo: str,
+    env_id: str,
+    seed: int,
+    steps: int,
+    stop_at: float | None = None,
+    eval_interval: int = EVAL_INTERVAL,
 ) -> RunResult:
     """Train SB3 ``ppo`` or ``dqn`` with the zoo's hyperparameters, same eval protocol
     (``stop_at`` as in :func:`run_daif`)."""
@@ -486,11 +503,11 @@ def run_sb3(
         model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
 
         class EvalEvery(BaseCallback):
-            """Evaluate every EVAL_INTERVAL steps; stop at the budget; time only training."""
+            """Evaluate every ``eval_interval`` steps; stop at the budget; time only training."""
 
             def __init__(self) -> None:
                 super().__init__()
-                self.next_eval = EVAL_INTERVAL
+                self.next_eval = eval_interval
 
             def _on_step(self) -> bool:
                 if self.num_timesteps >= self.next_eval:
@@ -502,8 +519,9 @@ def run_sb3(
                             self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
                         )
                     out.evals.append((self.num_timesteps, float(mean), float(std), wall, cpu))
+                    report_eval(algo, seed, out.evals[-1])
                     while self.next_eval <= self.num_timesteps:
-                        self.next_eval += EVAL_INTERVAL
+                        self.next_eval += eval_interval
                     if stop_at is not None and mean >= stop_at:
                         return False
                 return self.num_timesteps < steps
@@ -568,6 +586,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="end each run at its first evaluation >= target (final eval = that evaluation)",
     )
+    p.add_argument(
+        "--eval-interval",
+        type=int,
+        default=EVAL_INTERVAL,
+        help=f"env steps between evaluations (default {EVAL_INTERVAL}, the protocol's)",
+    )
     p.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every daif run")
     args = p.parse_args(argv)
@@ -581,8 +605,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.env_id = env_id
     args.target = target if args.target is None else args.target
     args.steps = steps if args.steps is None else args.steps
-    if args.steps < EVAL_INTERVAL:
-        p.error(f"--steps must be >= the eval interval {EVAL_INTERVAL}, got {args.steps}")
+    if args.eval_interval < 1:
+        p.error(f"--eval-interval must be >= 1, got {args.eval_interval}")
+    if args.steps < args.eval_interval:
+        p.error(f"--steps must be >= the eval interval {args.eval_interval}, got {args.steps}")
     if args.baselines is None:
         args.baselines = ["ppo", "dqn"] if _sb3_available() else []
     elif args.baselines.strip().lower() in ("", "none"):
@@ -602,18 +628,20 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
     jobs: list[tuple[Callable[..., RunResult], tuple]] = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     stop_at = args.target if getattr(args, "stop_at_target", False) else None
+    every = getattr(args, "eval_interval", EVAL_INTERVAL)
     if not args.no_daif:
         variants = [("daif", list(args.overrides))]
         variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
         for label, overrides in variants:
             jobs += [
-                (run_daif, (label, args.env, s, args.steps, overrides, stop_at)) for s in seeds
+                (run_daif, (label, args.env, s, args.steps, overrides, stop_at, every))
+                for s in seeds
             ]
     for algo in args.baselines:
         if args.env_id not in ZOO_HYPERPARAMS[algo]:
             print(f"[skip] no RL Zoo hyperparameters for {algo} on {args.env_id}")
             continue
-        jobs += [(run_sb3, (algo, args.env_id, s, args.steps, stop_at)) for s in seeds]
+        jobs += [(run_sb3, (algo, args.env_id, s, args.steps, stop_at, every)) for s in seeds]
     return jobs
 
 
@@ -678,7 +706,7 @@ def write_report(
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
             f"work, {args.workers} parallel runs, 1 thread each; Python "
             f"{platform.python_version()}",
-            f"- protocol: {args.steps:,} env steps per run; every {EVAL_INTERVAL} steps, "
+            f"- protocol: {args.steps:,} env steps per run; every {args.eval_interval} steps, "
             f"{EVAL_EPISODES} deterministic episodes on a separate env; target "
             f"{args.target:g}; unsolved seeds count as ∞ in medians"
             + ("; each run stops at its first evaluation ≥ target" if args.stop_at_target else ""),
@@ -700,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = build_jobs(args)
     print(
         f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
-        f"target {args.target:g}, eval every {EVAL_INTERVAL} steps x {EVAL_EPISODES} "
+        f"target {args.target:g}, eval every {args.eval_interval} steps x {EVAL_EPISODES} "
         f"deterministic episodes, {args.workers} workers",
         flush=True,
     )

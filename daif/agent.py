@@ -280,6 +280,8 @@ class DeepActiveInferenceAgent:
         self.critic = value(latent_dim=z, num_actions=na).to(self.device)
         self.preference = preference(obs_shape=self.obs_shape).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
         self.model_params = [
             *self.encoder.parameters(),
             *self.decoder.parameters(),
@@ -290,7 +292,7 @@ class DeepActiveInferenceAgent:
         self.optimizer = torch.optim.Adam(
             [
                 {"params": self.model_params, "lr": model_lr},
-                {"params": list(self.critic.parameters()), "lr": critic_lr},
+                {"params": self._critic_params, "lr": critic_lr},
             ],
             # one fused kernel per step instead of a python loop over parameters
             fused=self.device.type in ("cpu", "cuda"),
@@ -563,12 +565,25 @@ class DeepActiveInferenceAgent:
         """
         b, length = batch["action"].shape
         action = batch["action"]
+        # only the next state the target bootstraps from needs encoding
+        last = bootstrap_index(batch["terminated"], batch["truncated"])
+        o_last = batch["next_obs"][torch.arange(b, device=last.device), last]
+        if self.critic_trains_encoder:
+            # the TD error also shapes the representation (as in SAC-AE), so the latent
+            # the critic reads does not drift away under it as the model learns
+            z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
+            later = torch.cat([batch["obs"][:, 1:].flatten(0, 1), o_last])
+        else:
+            later = torch.cat([batch["obs"].flatten(0, 1), o_last])
         with torch.no_grad():
-            z_seq, _ = self.encoder(self.preprocess(batch["obs"]).flatten(0, 1))  # [B·L, Z]
-            # only the next state the target bootstraps from needs encoding
-            last = bootstrap_index(batch["terminated"], batch["truncated"])
-            o_last = batch["next_obs"][torch.arange(b, device=last.device), last]
-            z_last, _ = self.encoder(self.preprocess(o_last))
+            # one encoder pass for every state the target reads (few calls: on small
+            # batches each call's fixed cost outweighs its arithmetic)
+            z_rest, _ = self.encoder(self.preprocess(later))
+            z_seq, z_last = z_rest[:-b], z_rest[-b:]
+            if self.critic_trains_encoder:
+                rest = z_seq.view(b, length - 1, z_seq.shape[-1])
+                z_seq = torch.cat([z0.detach().unsqueeze(1), rest], 1)
+            z_seq = z_seq.reshape(b * length, -1)  # [B·L, Z]
             ambiguity, info_gain, _, _ = self._efe_terms(z_seq, action.flatten())
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
             # −ln P̃(o) of the observed outcome (reward, termination; next observation)
@@ -580,11 +595,7 @@ class DeepActiveInferenceAgent:
             target = n_step_efe_target(
                 g_step, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
-        if self.critic_trains_encoder:
-            # the TD error also shapes the representation (as in SAC-AE), so the latent
-            # the critic reads does not drift away under it as the model learns
-            z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
-        else:
+        if not self.critic_trains_encoder:
             z0 = z_seq.view(b, length, -1)[:, 0]
         g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
         critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
@@ -624,16 +635,13 @@ class DeepActiveInferenceAgent:
         self.scaler.unscale_(self.optimizer)
         if train_model or self.critic_trains_encoder:
             nn.utils.clip_grad_norm_(self.model_params, self.grad_clip)
-        nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+        nn.utils.clip_grad_norm_(self._critic_params, self.grad_clip)
         self.scaler.step(self.optimizer)  # parameters without a gradient are skipped
         self.scaler.update()
         self.num_updates += 1
         if self.num_updates % self.target_update_interval == 0:
             with torch.no_grad():
-                for p_t, p in zip(
-                    self.critic_target.parameters(), self.critic.parameters(), strict=True
-                ):
-                    p_t.lerp_(p, self.target_tau)
+                torch._foreach_lerp_(self._target_params, self._critic_params, self.target_tau)
         if train_preference:
             self.preference.track_baseline(experienced_mean)
         raw = metrics.pop("_ambiguity_raw").detach().float()

@@ -298,6 +298,42 @@ def test_critic_trains_encoder_lets_the_td_loss_reach_the_encoder_only() -> None
     assert all(torch.equal(a, b) for a, b in zip(dec, agent.decoder.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("critic_trains_encoder", [False, True])
+def test_critic_loss_matches_its_definition_step_by_step(critic_trains_encoder: bool) -> None:
+    # The critic loss packs every state it encodes into as few calls as it can; here each
+    # piece is computed separately, the plain way, and the two must agree.
+    agent = make_agent("agent.n_step=3", "agent.info_gain_weight=0.5", "agent.ambiguity_weight=0.3")
+    agent.critic_trains_encoder = critic_trains_encoder
+    fill(agent)
+    torch.manual_seed(1)
+    batch = agent.replay.sample(8, 3)
+    loss, metrics = agent._critic_losses(batch)
+
+    b, length = batch["action"].shape
+    with torch.no_grad():
+        z = torch.stack(
+            [agent.encoder(agent.preprocess(batch["obs"][:, k]))[0] for k in range(3)], 1
+        )
+        amb, ig = torch.zeros(b, length), torch.zeros(b, length)
+        for k in range(length):
+            amb[:, k], ig[:, k], _, _ = agent._efe_terms(z[:, k], batch["action"][:, k])
+        risk = -agent.preference(batch["reward"], batch["terminated"].float())
+        g = risk + 0.3 * amb - 0.5 * ig
+        last = bootstrap_index(batch["terminated"], batch["truncated"])
+        z_last = agent.encoder(agent.preprocess(batch["next_obs"][torch.arange(b), last]))[0]
+        v = agent._state_value(z_last, agent._target_precision())
+        target = n_step_efe_target(g, v, batch["terminated"], batch["truncated"], agent.gamma)
+        g_pred = agent.critic(z[:, 0]).gather(1, batch["action"][:, :1]).squeeze(1)
+    expected = torch.nn.functional.huber_loss(g_pred, target, delta=agent.huber_delta)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["efe/info_gain"], ig[:, 0].mean(), rtol=1e-5, atol=1e-6)
+    # the TD gradient reaches the encoder exactly when asked to
+    agent.encoder.zero_grad(set_to_none=True)
+    loss.backward()
+    reached = any(p.grad is not None for p in agent.encoder.parameters())
+    assert reached == critic_trains_encoder
+
+
 def test_lr_sets_both_optimiser_groups_unless_one_is_given() -> None:
     shared = make_agent("agent.lr=3e-4")
     assert [g["lr"] for g in shared.optimizer.param_groups] == [3e-4, 3e-4]

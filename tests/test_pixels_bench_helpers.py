@@ -151,10 +151,24 @@ def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(tmp_
         ]
     )
     ((fn, fargs),) = bench.build_jobs(args)
-    assert fargs[-1] == 5.0
-    out = fn(*fargs[:-2], ["agent.learning_starts=100000"], fargs[-1])
+    assert fargs[-2:] == (5.0, 2500)  # stop_at, eval_interval (the protocol's default)
+    out = fn(*fargs[:-3], ["agent.learning_starts=100000"], fargs[-2])
     assert out.error is None, out.error
     assert out.steps == 2500 and [e[0] for e in out.evals] == [2500]
     # without the flag the same run goes on to the budget
-    full = fn(*fargs[:-2], ["agent.learning_starts=100000"], None)
+    full = fn(*fargs[:-3], ["agent.learning_starts=100000"], None)
     assert full.steps == 7500 and [e[0] for e in full.evals] == [2500, 5000, 7500]
+    # --eval-interval spaces the evaluations out; the budget's end is always evaluated
+    sparse = fn(*fargs[:-3], ["agent.learning_starts=100000"], None, 5000)
+    assert [e[0] for e in sparse.evals] == [5000, 7500]
+
+
+def test_eval_interval_must_fit_the_budget():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--env", "cartpole", "--steps", "5000", "--eval-interval", "10000"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--env", "cartpole", "--eval-interval", "0"])
+    args = bench.parse_args(
+        ["--env", "cartpole", "--baselines", "none", "--eval-interval", "10000"]
+    )
+    assert all(fargs[-1] == 10000 for _, fargs in bench.build_jobs(args))

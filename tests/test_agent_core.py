@@ -298,21 +298,26 @@ def test_critic_trains_encoder_lets_the_td_loss_reach_the_encoder_only() -> None
     assert all(torch.equal(a, b) for a, b in zip(dec, agent.decoder.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("n_step", [1, 3])
 @pytest.mark.parametrize("critic_trains_encoder", [False, True])
-def test_critic_loss_matches_its_definition_step_by_step(critic_trains_encoder: bool) -> None:
+def test_critic_loss_matches_its_definition_step_by_step(
+    critic_trains_encoder: bool, n_step: int
+) -> None:
     # The critic loss packs every state it encodes into as few calls as it can; here each
     # piece is computed separately, the plain way, and the two must agree.
-    agent = make_agent("agent.n_step=3", "agent.info_gain_weight=0.5", "agent.ambiguity_weight=0.3")
+    agent = make_agent(
+        f"agent.n_step={n_step}", "agent.info_gain_weight=0.5", "agent.ambiguity_weight=0.3"
+    )
     agent.critic_trains_encoder = critic_trains_encoder
     fill(agent)
     torch.manual_seed(1)
-    batch = agent.replay.sample(8, 3)
+    batch = agent.replay.sample(8, n_step)
     loss, metrics = agent._critic_losses(batch)
 
     b, length = batch["action"].shape
     with torch.no_grad():
         z = torch.stack(
-            [agent.encoder(agent.preprocess(batch["obs"][:, k]))[0] for k in range(3)], 1
+            [agent.encoder(agent.preprocess(batch["obs"][:, k]))[0] for k in range(length)], 1
         )
         amb, ig = torch.zeros(b, length), torch.zeros(b, length)
         for k in range(length):

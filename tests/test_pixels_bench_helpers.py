@@ -132,7 +132,9 @@ def test_preset_trainer_values_survive_composition():
         assert cfg.trainer[key] == value
 
 
-def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(tmp_path, monkeypatch):
+def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(
+    tmp_path, monkeypatch, capsys
+):
     # no gradient steps (learning starts after the budget): a few seconds of random play
     monkeypatch.setattr(bench, "REPO", tmp_path)
     args = bench.parse_args(
@@ -155,6 +157,9 @@ def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(tmp_
     out = fn(*fargs[:-3], ["agent.learning_starts=100000"], fargs[-2])
     assert out.error is None, out.error
     assert out.steps == 2500 and [e[0] for e in out.evals] == [2500]
+    # each evaluation is reported as it happens, with the run's label, seed and step
+    mean, std = out.evals[0][1:3]
+    assert f"[daif seed 0] 2,500 steps: eval {mean:.1f} ± {std:.1f}" in capsys.readouterr().out
     # without the flag the same run goes on to the budget
     full = fn(*fargs[:-3], ["agent.learning_starts=100000"], None)
     assert full.steps == 7500 and [e[0] for e in full.evals] == [2500, 5000, 7500]

@@ -1,7 +1,8 @@
-"""CPU cost of one gradient step of the deep agent, and of its parts.
+"""Cost of one gradient step of the deep agent, and of its parts.
 
 Builds the agent of an env preset exactly as the trainer does, fills its replay buffer
-with random-policy transitions, and times (CPU seconds of this process, after warm-up):
+with random-policy transitions, and times, after warm-up, CPU seconds of this process on the
+CPU, or wall seconds between CUDA synchronisations on a GPU:
 
 * the ensemble information gain on the critic's batch (B·L state-actions), by
   ``maths.gaussian_mixture_info_gain`` and by the direct definition that builds every
@@ -10,7 +11,8 @@ with random-policy transitions, and times (CPU seconds of this process, after wa
 * a whole gradient step (sample, both losses, backward, clip, Adam, target update);
 * one ``act`` call.
 
-Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200] [overrides ...]``
+Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200]
+[--device cpu|cuda] [--amp off|bf16|fp16] [--compile] [overrides ...]``
 """
 
 from __future__ import annotations
@@ -41,17 +43,29 @@ def pairwise_info_gain(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     return -(torch.logsumexp(-kl, dim=1) - math.log(k)).mean(0)
 
 
-def cpu_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Mean CPU milliseconds per call after 10 warm-up calls."""
+def ms_per_call(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Mean milliseconds per call after 10 warm-up calls: CPU time of this process on the
+    CPU (robust to the other core's load), wall time between synchronisations on a GPU
+    (its kernels run asynchronously, so CPU time would miss them)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     for _ in range(10):
         fn()
-    start = time.process_time()
+    sync()
+    start = clock()
     for _ in range(repeats):
         fn()
-    return (time.process_time() - start) / repeats * 1e3
+    sync()
+    return (clock() - start) / repeats * 1e3
 
 
-def build_agent(preset: str, overrides: list[str]):
+def build_agent(
+    preset: str,
+    overrides: list[str],
+    device: torch.device | str = "cpu",
+    amp: str = "off",
+    compile: bool = False,
+):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -64,9 +78,9 @@ def build_agent(preset: str, overrides: list[str]):
         action_space=env.action_space,
         num_envs=1,
         env=env,
-        device=torch.device("cpu"),
-        amp="off",
-        compile=False,
+        device=device,
+        amp=amp,
+        compile=compile,
     )
     return agent, env
 
@@ -96,11 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="cartpole", help="env preset of the deep agent")
     p.add_argument("--repeats", type=int, default=200, help="timed calls per row")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the losses")
     p.add_argument("overrides", nargs="*", help="Hydra overrides")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    agent, env = build_agent(args.env, args.overrides)
+    agent, env = build_agent(args.env, args.overrides, device, args.amp, args.compile)
     obs = fill(agent, env, max(2000, agent.batch_size * agent.n_step))
 
     batch = agent.replay.sample(agent.batch_size, agent.n_step)
@@ -125,15 +145,21 @@ def main(argv: list[str] | None = None) -> int:
         ("gradient step (model + critic)", agent._gradient_step),
         ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
     ]
+    if device.type == "cuda":
+        where, clock = torch.cuda.get_device_name(device), "wall"
+    else:
+        where, clock = platform.machine(), "CPU"
+    switches = f"amp {args.amp}, compile {'on' if args.compile else 'off'}"
     print(f"# Deep agent update cost: env={args.env} {' '.join(args.overrides)}")
     print(
-        f"\n{platform.machine()}, torch {torch.__version__}, 1 thread; batch "
-        f"{agent.batch_size} × n_step {agent.n_step}; CPU ms per call, mean of {args.repeats}\n"
+        f"\n{where}, torch {torch.__version__}, 1 CPU thread, {switches}; batch "
+        f"{agent.batch_size} × n_step {agent.n_step}; {clock} ms per call, "
+        f"mean of {args.repeats}\n"
     )
-    print("| what | CPU ms / call |")
+    print(f"| what | {clock} ms / call |")
     print("|---|---:|")
     for label, fn in rows:
-        print(f"| {label} | {cpu_ms(fn, args.repeats):.2f} |")
+        print(f"| {label} | {ms_per_call(fn, args.repeats, device):.2f} |")
     return 0
 
 

@@ -1,0 +1,44 @@
+"""benchmarks/update_speed.py: its clock and its device check."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "update_speed.py"
+_spec = importlib.util.spec_from_file_location("update_speed", _PATH)
+speed = importlib.util.module_from_spec(_spec)
+sys.modules["update_speed"] = speed
+_spec.loader.exec_module(speed)
+
+
+def test_cpu_rows_count_cpu_time_not_waiting():
+    # sleeping costs wall time but no CPU time: the CPU clock must not see it
+    idle = speed.ms_per_call(lambda: time.sleep(0.005), 3, torch.device("cpu"))
+    assert idle < 1.0
+
+    def busy() -> None:
+        end = time.process_time() + 0.005
+        while time.process_time() < end:
+            pass
+
+    assert speed.ms_per_call(busy, 3, torch.device("cpu")) >= 4.5
+
+
+def test_cuda_without_cuda_is_refused_naming_the_device(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        speed.main(["--device", "cuda:1"])
+    assert exc.value.code == 2
+    assert "--device cuda:1: CUDA is not available" in capsys.readouterr().err
+
+
+def test_unknown_amp_mode_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["--amp", "fp8"])
+    assert "fp8" in capsys.readouterr().err

@@ -55,6 +55,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# daif imports from a bare checkout too: spawned workers re-import this module first
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 CONFIG_DIR = REPO / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -753,12 +756,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = ""
     for r in _run_jobs(jobs, args):
         results.append(r)
-        status = "error" if r.error else f"final {r.final[0]:.1f}"
-        print(
-            f"  done {r.algo:>24} seed {r.seed}: {status}, steps to target "
-            f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s",
-            flush=True,
-        )
+        if r.error:
+            status = "error (traceback below)"
+        else:
+            status = (
+                f"final {r.final[0]:.1f}, steps to target "
+                f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s"
+            )
+        print(f"  done {r.algo:>24} seed {r.seed}: {status}", flush=True)
         if r.error:
             print(r.error, file=sys.stderr)
         # rewritten after every run, so an interrupted benchmark keeps what it finished

@@ -177,3 +177,24 @@ def test_eval_interval_must_fit_the_budget():
         ["--env", "cartpole", "--baselines", "none", "--eval-interval", "10000"]
     )
     assert all(fargs[-1] == 10000 for _, fargs in bench.build_jobs(args))
+
+
+def test_progress_names_a_failed_run_as_an_error_and_a_finished_one_by_its_numbers(
+    tmp_path, monkeypatch, capsys
+):
+    finished = bench.RunResult(
+        "daif", 0, [(2500, 480.0, 2.0, 6.0, 5.0), (5000, 490.0, 1.0, 12.0, 10.0)], 30.0, 25.0, 5000
+    )
+    failed = bench.RunResult("daif", 1, error="Traceback ...\nModuleNotFoundError: daif")
+    monkeypatch.setattr(bench, "_run_jobs", lambda jobs, args: iter([finished, failed]))
+    out = tmp_path / "r.md"
+    argv = ["--env", "cartpole", "--seeds", "2", "--steps", "5000", "--baselines", "none"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = [ln.strip() for ln in captured.out.splitlines() if ln.strip().startswith("done")]
+    assert lines == [
+        "done                     daif seed 0: final 490.0, steps to target 2,500, 30s",
+        "done                     daif seed 1: error (traceback below)",
+    ]
+    assert "ModuleNotFoundError: daif" in captured.err
+    assert "ModuleNotFoundError: daif" in out.read_text()

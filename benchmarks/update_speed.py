@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from daif import maths  # noqa: E402
 from daif.protocol import Transition  # noqa: E402
+from daif.utils import autocast  # noqa: E402
 
 
 def pairwise_info_gain(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,17 @@ def ms_per_call(fn: Callable[[], object], repeats: int, device: torch.device) ->
         fn()
     sync()
     return (clock() - start) / repeats * 1e3
+
+
+def loss_forward(agent, loss_fn: Callable[[dict], object], batch: dict) -> Callable[[], object]:
+    """One loss's forward pass as the gradient step runs it: ``loss_fn`` is the agent's
+    (compiled with --compile) and runs under the agent's autocast (--amp)."""
+
+    def call() -> object:
+        with autocast(agent.device, agent.amp):
+            return loss_fn(batch)
+
+    return call
 
 
 def build_agent(
@@ -134,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         rtol=1e-4,
     )
     n = means.shape[1]
+
     rows = [
         (
             f"info gain, einsum ({n} state-actions)",
             lambda: maths.gaussian_mixture_info_gain(means, stds),
         ),
         (f"info gain, pairwise KL tensor ({n})", lambda: pairwise_info_gain(means, stds)),
-        ("critic loss (forward)", lambda: agent._critic_losses(batch)),
-        ("model loss (forward)", lambda: agent._model_losses(batch)),
+        ("critic loss (forward)", loss_forward(agent, agent._critic_fn, batch)),
+        ("model loss (forward)", loss_forward(agent, agent._model_fn, batch)),
         ("gradient step (model + critic)", agent._gradient_step),
         ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
     ]

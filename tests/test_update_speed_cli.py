@@ -42,3 +42,12 @@ def test_unknown_amp_mode_is_refused(capsys):
     with pytest.raises(SystemExit):
         speed.main(["--amp", "fp8"])
     assert "fp8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("amp", "expected"), [("off", False), ("bf16", True)])
+def test_loss_rows_run_under_the_agents_autocast(amp, expected):
+    seen = []
+    agent = type("A", (), {"device": torch.device("cpu"), "amp": amp})()
+    call = speed.loss_forward(agent, lambda b: seen.append(torch.is_autocast_enabled("cpu")), {})
+    call()
+    assert seen == [expected]

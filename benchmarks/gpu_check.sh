@@ -8,6 +8,7 @@ out=${1:-gpu_check}
 steps=${2:-10000}
 mkdir -p "$out"
 py=${PYTHON:-python3}
+run_name() { echo "$1" | tr ' =.' '__-'; }  # "trainer.amp=off" -> trainer-amp_off
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $py -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 switches=("trainer.amp=off" "trainer.amp=bf16" "trainer.amp=fp16"
@@ -17,7 +18,7 @@ for flags in "--amp off" "--amp bf16" "--amp fp16" "--amp bf16 --compile"; do
   $py -W ignore::UserWarning benchmarks/update_speed.py --device cuda $flags | tail -n 10
 done
 for sw in "${switches[@]}"; do
-  name=$(echo "$sw" | tr ' =.' '__-')
+  name=$(run_name "$sw")
   # shellcheck disable=SC2086
   ( start=$(date +%s)
     $py train.py env=cartpole trainer.device=cuda $sw trainer.total_steps="$steps" \
@@ -26,7 +27,7 @@ for sw in "${switches[@]}"; do
 done
 wait
 for sw in "${switches[@]}"; do
-  name=$(echo "$sw" | tr ' =.' '__-')
+  name=$(run_name "$sw")
   echo "train [$sw]: $(grep -E "final eval|rror|^rc=" "$out/$name.log" | tr '\n' ' ')"
   $py evaluate.py checkpoint="$out/$name" device=cuda episodes=10 2>&1 | tail -n 2 | head -n 1
 done

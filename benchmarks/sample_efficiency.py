@@ -631,7 +631,7 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
     jobs: list[tuple[Callable[..., RunResult], tuple]] = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     stop_at = args.target if getattr(args, "stop_at_target", False) else None
-    every = getattr(args, "eval_interval", EVAL_INTERVAL)
+    every = args.eval_interval
     if not args.no_daif:
         variants = [("daif", list(args.overrides))]
         variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
@@ -757,15 +757,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in _run_jobs(jobs, args):
         results.append(r)
         if r.error:
-            status = "error (traceback below)"
-        else:
-            status = (
-                f"final {r.final[0]:.1f}, steps to target "
-                f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s"
-            )
-        print(f"  done {r.algo:>24} seed {r.seed}: {status}", flush=True)
-        if r.error:
+            print(f"  done {r.algo:>24} seed {r.seed}: error (traceback below)", flush=True)
             print(r.error, file=sys.stderr)
+        else:
+            print(
+                f"  done {r.algo:>24} seed {r.seed}: final {r.final[0]:.1f}, steps to target "
+                f"{_fmt(steps_to_target(r.evals, args.target))}, {r.wall_time:.0f}s",
+                flush=True,
+            )
         # rewritten after every run, so an interrupted benchmark keeps what it finished
         elapsed = time.perf_counter() - start
         tables = write_report(out, args, meta, results, loaded, elapsed, len(jobs) - len(results))

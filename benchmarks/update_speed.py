@@ -127,9 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the losses")
     p.add_argument("overrides", nargs="*", help="Hydra overrides")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available here")
+    if args.amp == "fp16" and device.type != "cuda":
+        p.error(f"--amp fp16 needs a CUDA device, got --device {args.device}; use bf16")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     agent, env = build_agent(args.env, args.overrides, device, args.amp, args.compile)

@@ -51,3 +51,18 @@ def test_loss_rows_run_under_the_agents_autocast(amp, expected):
     call = speed.loss_forward(agent, lambda b: seen.append(torch.is_autocast_enabled("cpu")), {})
     call()
     assert seen == [expected]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "gpu0"], "--device 'gpu0': not a torch device"),
+        (["--amp", "fp16"], "--amp fp16 needs a CUDA device, got --device cpu"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        speed.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -15,7 +15,7 @@ switches=("trainer.amp=off" "trainer.amp=bf16" "trainer.amp=fp16"
           "trainer.amp=bf16 trainer.compile=true")
 for flags in "--amp off" "--amp bf16" "--amp fp16" "--amp bf16 --compile"; do
   # shellcheck disable=SC2086
-  $py -W ignore::UserWarning benchmarks/update_speed.py --device cuda $flags | tail -n 10
+  $py -W ignore::UserWarning benchmarks/update_speed.py --device cuda $flags | tail -n 12
 done
 for sw in "${switches[@]}"; do
   name=$(run_name "$sw")

@@ -7,7 +7,8 @@ CPU, or wall seconds between CUDA synchronisations on a GPU:
 * the ensemble information gain on the critic's batch (B·L state-actions), by
   ``maths.gaussian_mixture_info_gain`` and by the direct definition that builds every
   pairwise KL as one ``[K, K, B·L, Z]`` tensor (what it replaced);
-* the critic's and the model's loss (forward only);
+* the critic's and the model's loss (forward only), the critic's with its epistemic
+  terms at every step of the n-step target and at one sampled step (``epistemic_estimate``);
 * a whole gradient step (sample, both losses, backward, clip, Adam, target update);
 * one ``act`` call.
 
@@ -67,6 +68,19 @@ def loss_forward(agent, loss_fn: Callable[[dict], object], batch: dict) -> Calla
     def call() -> object:
         with autocast(agent.device, agent.amp):
             return loss_fn(batch)
+
+    return call
+
+
+def with_estimate(agent, estimate: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with ``agent.epistemic_estimate`` set to ``estimate`` (then restored)."""
+
+    def call() -> object:
+        saved, agent.epistemic_estimate = agent.epistemic_estimate, estimate
+        try:
+            return fn()
+        finally:
+            agent.epistemic_estimate = saved
 
     return call
 
@@ -160,9 +174,23 @@ def main(argv: list[str] | None = None) -> int:
             lambda: maths.gaussian_mixture_info_gain(means, stds),
         ),
         (f"info gain, pairwise KL tensor ({n})", lambda: pairwise_info_gain(means, stds)),
-        ("critic loss (forward)", loss_forward(agent, agent._critic_fn, batch)),
+        (
+            "critic loss (forward), epistemic terms at every step",
+            with_estimate(agent, "exact", loss_forward(agent, agent._critic_fn, batch)),
+        ),
+        (
+            "critic loss (forward), epistemic terms at one sampled step",
+            with_estimate(agent, "sampled", loss_forward(agent, agent._critic_fn, batch)),
+        ),
         ("model loss (forward)", loss_forward(agent, agent._model_fn, batch)),
-        ("gradient step (model + critic)", agent._gradient_step),
+        (
+            "gradient step (model + critic), every step",
+            with_estimate(agent, "exact", agent._gradient_step),
+        ),
+        (
+            "gradient step (model + critic), one sampled step",
+            with_estimate(agent, "sampled", agent._gradient_step),
+        ),
         ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
     ]
     if device.type == "cuda":

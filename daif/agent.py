@@ -75,6 +75,31 @@ def bootstrap_index(terminated: Tensor, truncated: Tensor) -> Tensor:
     )
 
 
+def n_step_weights(terminated: Tensor, truncated: Tensor, gamma: float) -> Tensor:
+    """Weight w_k = γ^k of step k in an n-step sum, 0 once the episode has ended.
+
+    w_k = γ^k while no step before k ended its episode (terminated or truncated), so
+    step m = :func:`bootstrap_index` is the last one with weight. ``[B, L]`` bool →
+    ``[B, L]`` float.
+    """
+    done = terminated | truncated
+    length = done.shape[1]
+    # alive[k] = 1 while no episode has ended strictly before step k
+    ended_before = torch.cat([torch.zeros_like(done[:, :1]), done[:, :-1]], 1).cumsum(1) > 0
+    discount = gamma ** torch.arange(length, device=done.device, dtype=torch.float32)
+    return (~ended_before).float() * discount
+
+
+def sample_sequence_step(last: Tensor, u: Tensor) -> Tensor:
+    """One step k ~ U{0, …, m} per sequence from uniforms u ∈ [0, 1): k = ⌊u·(m + 1)⌋.
+
+    With weight (m + 1)·w_k, the term x_k of that step is an unbiased one-sample estimate
+    of Σ_{k≤m} w_k x_k: E = Σ_k (1/(m + 1))·(m + 1)·w_k x_k. ``last[B]`` (m) and
+    ``u[B]`` → ``[B]`` long.
+    """
+    return torch.minimum((u * (last + 1)).long(), last)  # min: u·(m+1) may round up to m+1
+
+
 def n_step_efe_target(
     g_step: Tensor, v_last: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
 ) -> Tensor:
@@ -95,13 +120,8 @@ def n_step_efe_target(
     Returns:
         ``[B]`` targets.
     """
-    b, length = g_step.shape
-    done = terminated | truncated
-    # alive[k] = 1 while no episode has ended strictly before step k
-    ended_before = torch.cat([torch.zeros_like(done[:, :1]), done[:, :-1]], 1).cumsum(1) > 0
-    alive = (~ended_before).to(g_step.dtype)
-    discount = gamma ** torch.arange(length, device=g_step.device, dtype=g_step.dtype)
-    ret = (g_step * alive * discount).sum(1)
+    b = g_step.shape[0]
+    ret = (g_step * n_step_weights(terminated, truncated, gamma).to(g_step.dtype)).sum(1)
     last = bootstrap_index(terminated, truncated)
     keep = 1.0 - terminated[torch.arange(b, device=g_step.device), last].to(g_step.dtype)
     return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_last
@@ -127,6 +147,9 @@ class DeepActiveInferenceAgent:
         critic_trains_encoder: let the TD loss shape the encoder too (stops the latent
             drifting under the critic).
         lr_final_fraction, lr_decay_steps: linear decay of both learning rates.
+        epistemic_estimate: ``"exact"`` (ambiguity and information gain at every step
+            of the n-step target) or ``"sampled"`` (at one random step per sequence,
+            reweighted: unbiased, 1/n_step of the model evaluations).
         planner: ``"amortised"`` (critic only) or ``"mpc"`` (imagined rollouts).
     """
 
@@ -174,6 +197,7 @@ class DeepActiveInferenceAgent:
         target_update_interval: int = 1,
         huber_delta: float = 1.0,
         critic_trains_encoder: bool = False,
+        epistemic_estimate: str = "exact",
         planner: str = "amortised",
         horizon: int = 3,
         max_sequences: int = 256,
@@ -245,6 +269,9 @@ class DeepActiveInferenceAgent:
         self.huber_delta = check_positive("agent.huber_delta", huber_delta)
         self.critic_trains_encoder = bool(
             check_choice("agent.critic_trains_encoder", critic_trains_encoder, (True, False))
+        )
+        self.epistemic_estimate = check_choice(
+            "agent.epistemic_estimate", epistemic_estimate, ("exact", "sampled")
         )
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
@@ -561,51 +588,73 @@ class DeepActiveInferenceAgent:
     def _critic_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """TD loss of G(s, a) against the n-step expected-free-energy target.
 
-        Returns the Huber loss and a dict of 0-d tensors (the EFE terms of the first step).
+        The target is split by linearity into the observed part and the epistemic part,
+
+            Σ_k w_k g_k = Σ_k w_k w_r·risk_k + Σ_k w_k (w_a·ambiguity_k − β·info_gain_k),
+
+        with w_k = γ^k while the episode runs (:func:`n_step_weights`). Risk needs only
+        the observed outcomes; the epistemic terms need the model at (s_k, a_k), which
+        is most of an update's arithmetic. ``epistemic_estimate="exact"`` evaluates them
+        at every step; ``"sampled"`` at one step k ~ U{0..m} per sequence (m = the last
+        step the target sums), weighted by (m + 1)·w_k: an unbiased estimate of the same
+        sum for 1/L of the model evaluations.
+
+        Returns the Huber loss and a dict of 0-d tensors (EFE terms of the epistemic steps).
         """
         b, length = batch["action"].shape
         action = batch["action"]
-        # only the next state the target bootstraps from needs encoding
+        rows = torch.arange(b, device=action.device)
         last = bootstrap_index(batch["terminated"], batch["truncated"])
-        o_last = batch["next_obs"][torch.arange(b, device=last.device), last]
+        o_last = batch["next_obs"][rows, last]
+        weights = n_step_weights(batch["terminated"], batch["truncated"], self.gamma)  # [B, L]
+        exact = self.epistemic_estimate == "exact"
+        if exact:
+            epi_obs, epi_action = batch["obs"].flatten(0, 1), action.flatten()  # [B·L]
+        else:
+            k = sample_sequence_step(last, torch.rand(b, device=last.device))
+            epi_obs, epi_action = batch["obs"][rows, k], action[rows, k]  # [B]
+            epi_weight = (last + 1).to(weights.dtype) * weights[rows, k]
         if self.critic_trains_encoder:
             # the TD error also shapes the representation (as in SAC-AE), so the latent
             # the critic reads does not drift away under it as the model learns
             z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
-            later = torch.cat([batch["obs"][:, 1:].flatten(0, 1), o_last])
-        else:
-            later = torch.cat([batch["obs"].flatten(0, 1), o_last])
         with torch.no_grad():
             # one encoder pass for every state the target reads (few calls: on small
             # batches each call's fixed cost outweighs its arithmetic)
-            z_rest, _ = self.encoder(self.preprocess(later))
-            z_seq, z_last = z_rest[:-b], z_rest[-b:]
-            if self.critic_trains_encoder:
-                rest = z_seq.view(b, length - 1, z_seq.shape[-1])
-                z_seq = torch.cat([z0.detach().unsqueeze(1), rest], 1)
-            z_seq = z_seq.reshape(b * length, -1)  # [B·L, Z]
-            ambiguity, info_gain, _, _ = self._efe_terms(z_seq, action.flatten())
-            ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
+            parts = [epi_obs, o_last]
+            if not (self.critic_trains_encoder or exact):
+                parts.append(batch["obs"][:, 0])
+            z_all, _ = self.encoder(self.preprocess(torch.cat(parts)))
+            n_epi = epi_obs.shape[0]
+            z_epi, z_last = z_all[:n_epi], z_all[n_epi : n_epi + b]
+            ambiguity, info_gain, _, _ = self._efe_terms(z_epi, epi_action)
+            epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+            if exact:
+                epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
+                # the logged terms are those of the first step, as in the sampled case
+                ambiguity = ambiguity.view(b, length)[:, 0]
+                info_gain = info_gain.view(b, length)[:, 0]
+            else:
+                epistemic_sum = epi_weight * epistemic
             # −ln P̃(o) of the observed outcome (reward, termination; next observation)
             risk = -self._log_preference(
                 batch["reward"], batch["terminated"].float(), batch["next_obs"]
             )
-            g_step = self._weighted_efe(risk, ambiguity, info_gain)
             v_last = self._state_value(z_last, self._target_precision())
-            target = n_step_efe_target(
-                g_step, v_last, batch["terminated"], batch["truncated"], self.gamma
+            target = epistemic_sum + n_step_efe_target(
+                self.risk_weight * risk, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
         if not self.critic_trains_encoder:
-            z0 = z_seq.view(b, length, -1)[:, 0]
+            z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
         g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
         critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
         metrics = {
             "losses/critic_td": critic_td,
             "efe/risk": risk[:, 0].mean(),
-            "efe/ambiguity": ambiguity[:, 0].mean(),
-            "efe/info_gain": info_gain[:, 0].mean(),
+            "efe/ambiguity": ambiguity.mean(),
+            "efe/info_gain": info_gain.mean(),
             "efe/G": g_pred.mean(),
-            "_ambiguity_raw": (ambiguity[:, 0] + self._ambiguity_baseline).mean(),
+            "_ambiguity_raw": (ambiguity + self._ambiguity_baseline).mean(),
         }
         return critic_td, metrics
 

@@ -14,7 +14,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from daif import maths
-from daif.agent import DeepActiveInferenceAgent, bootstrap_index, n_step_efe_target
+from daif.agent import (
+    DeepActiveInferenceAgent,
+    bootstrap_index,
+    n_step_efe_target,
+    n_step_weights,
+    sample_sequence_step,
+)
 from daif.protocol import Agent, Transition
 from daif.utils import NonFiniteLossError
 
@@ -337,6 +343,89 @@ def test_critic_loss_matches_its_definition_step_by_step(
     loss.backward()
     reached = any(p.grad is not None for p in agent.encoder.parameters())
     assert reached == critic_trains_encoder
+
+
+def test_n_step_weights_are_discounts_until_the_episode_ends() -> None:
+    g = 0.5
+    term = torch.tensor([[False, False, False], [False, True, False], [False, False, False]])
+    trunc = torch.tensor([[False, False, False], [False, False, False], [True, False, False]])
+    expected = torch.tensor([[1.0, g, g * g], [1.0, g, 0.0], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(n_step_weights(term, trunc, g), expected)
+
+
+def test_sampled_step_is_uniform_and_its_estimate_unbiased() -> None:
+    # m = 0, 1, 2, 4; 60 evenly spaced uniforms hit every k ≤ m exactly 60/(m+1) times
+    last = torch.tensor([0, 1, 2, 4]).repeat_interleave(60)
+    u = ((torch.arange(60) + 0.5) / 60).repeat(4)
+    k = sample_sequence_step(last, u)
+    for m in (0, 1, 2, 4):
+        counts = torch.bincount(k[last == m], minlength=5)
+        assert counts.tolist() == [60 // (m + 1)] * (m + 1) + [0] * (4 - m)
+    # the estimate (m+1)·w_k·x_k averages to Σ_{k≤m} w_k x_k (here by hand: γ = 0.9)
+    w = torch.tensor([1.0, 0.9, 0.81, 0.729, 0.6561])
+    x = torch.tensor([2.0, -1.0, 3.0, 0.5, 4.0])
+    estimates = (last + 1) * w[k] * x[k]
+    by_hand = {0: 2.0, 1: 2.0 - 0.9, 2: 2.0 - 0.9 + 2.43, 4: 1.1 + 2.43 + 0.3645 + 2.6244}
+    for m, exact in by_hand.items():
+        torch.testing.assert_close(estimates[last == m].mean(), torch.tensor(exact))
+    # u just below 1 never yields k = m + 1
+    assert sample_sequence_step(torch.tensor([3]), torch.tensor([1.0 - 1e-7])).item() == 3
+
+
+def test_sampled_epistemic_target_equals_exact_for_one_step_targets() -> None:
+    # with n_step = 1 the only step is k = 0 with weight 1: both estimates coincide
+    agent = make_agent("agent.n_step=1", "agent.info_gain_weight=0.5", "agent.ambiguity_weight=0.3")
+    fill(agent)
+    batch = agent.replay.sample(8, 1)
+    exact, _ = agent._critic_losses(batch)
+    agent.epistemic_estimate = "sampled"
+    sampled, _ = agent._critic_losses(batch)
+    torch.testing.assert_close(sampled, exact)
+
+
+@pytest.mark.parametrize("critic_trains_encoder", [False, True])
+def test_sampled_critic_loss_matches_its_definition(critic_trains_encoder: bool) -> None:
+    # target = Σ_k w_k w_r·risk_k + (m+1)·w_k*·(w_a·amb − β·ig)(s_k*, a_k*) + bootstrap,
+    # with k* drawn from the first torch.rand of the call
+    agent = make_agent(
+        "agent.n_step=4",
+        "agent.info_gain_weight=0.5",
+        "agent.ambiguity_weight=0.3",
+        "agent.epistemic_estimate=sampled",
+    )
+    agent.critic_trains_encoder = critic_trains_encoder
+    fill(agent)
+    torch.manual_seed(1)
+    batch = agent.replay.sample(16, 4)
+    torch.manual_seed(7)
+    loss, metrics = agent._critic_losses(batch)
+
+    b = batch["action"].shape[0]
+    rows = torch.arange(b)
+    term, trunc = batch["terminated"], batch["truncated"]
+    last = bootstrap_index(term, trunc)
+    torch.manual_seed(7)
+    k = sample_sequence_step(last, torch.rand(b))
+    with torch.no_grad():
+        z_k = agent.encoder(agent.preprocess(batch["obs"][rows, k]))[0]
+        amb, ig, _, _ = agent._efe_terms(z_k, batch["action"][rows, k])
+        w = n_step_weights(term, trunc, agent.gamma)
+        epistemic = (last + 1) * w[rows, k] * (0.3 * amb - 0.5 * ig)
+        risk = -agent.preference(batch["reward"], term.float())
+        z_last = agent.encoder(agent.preprocess(batch["next_obs"][rows, last]))[0]
+        v = agent._state_value(z_last, agent._target_precision())
+        target = epistemic + n_step_efe_target(risk, v, term, trunc, agent.gamma)
+        z0 = agent.encoder(agent.preprocess(batch["obs"][:, 0]))[0]
+        g_pred = agent.critic(z0).gather(1, batch["action"][:, :1]).squeeze(1)
+    expected = torch.nn.functional.huber_loss(g_pred, target, delta=agent.huber_delta)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["efe/info_gain"], ig.mean(), rtol=1e-5, atol=1e-6)
+    assert bool((k <= last).all()) and bool((k > 0).any())  # not just the first step
+
+
+def test_unknown_epistemic_estimate_is_named() -> None:
+    with pytest.raises(InstantiationException, match=r"agent\.epistemic_estimate"):
+        make_agent("agent.epistemic_estimate=all")
 
 
 def test_lr_sets_both_optimiser_groups_unless_one_is_given() -> None:

@@ -127,6 +127,28 @@ def n_step_efe_target(
     return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_last
 
 
+def action_gap_target(target: Tensor, g_s: Tensor, action: Tensor, alpha: float) -> Tensor:
+    """Advantage-learning target (Bellemare et al. 2016, "Increasing the action gap"):
+
+        T_AL G(s, a) = T G(s, a) + α·(G(s, a) − min_b G(s, b)),   0 ≤ α < 1.
+
+    The greedy action keeps its target; every other action's target rises by α times its
+    gap, so the learned gaps widen and a deterministic argmin is no longer flipped by
+    small errors in nearly equal G values. With the greedy backup the operator keeps the
+    optimal policy (Bellemare et al. 2016).
+
+    Args:
+        target: ``[B]`` the TD target T G(s, a).
+        g_s: ``[B, A]`` G(s, ·) of the target critic.
+        action: ``[B]`` the actions taken.
+        alpha: α.
+    Returns:
+        ``[B]``.
+    """
+    gap = g_s.gather(1, action.long().unsqueeze(1)).squeeze(1) - g_s.min(1).values
+    return target + alpha * gap
+
+
 class DeepActiveInferenceAgent:
     """Deep active inference agent for vector or pixel observations and discrete actions.
 
@@ -146,6 +168,8 @@ class DeepActiveInferenceAgent:
             (the critic trains on all of them).
         critic_trains_encoder: let the TD loss shape the encoder too (stops the latent
             drifting under the critic).
+        action_gap: α of the advantage-learning target (:func:`action_gap_target`; 0: the
+            plain TD target).
         lr_final_fraction, lr_decay_steps: linear decay of both learning rates.
         epistemic_estimate: ``"exact"`` (ambiguity and information gain at every step
             of the n-step target) or ``"sampled"`` (at one random step per sequence,
@@ -198,6 +222,7 @@ class DeepActiveInferenceAgent:
         huber_delta: float = 1.0,
         critic_trains_encoder: bool = False,
         epistemic_estimate: str = "exact",
+        action_gap: float = 0.0,
         planner: str = "amortised",
         horizon: int = 3,
         max_sequences: int = 256,
@@ -273,6 +298,9 @@ class DeepActiveInferenceAgent:
         self.epistemic_estimate = check_choice(
             "agent.epistemic_estimate", epistemic_estimate, ("exact", "sampled")
         )
+        self.action_gap = check_range("agent.action_gap", action_gap, 0.0, 1.0)
+        if self.action_gap == 1.0:
+            raise ValueError("agent.action_gap: must be < 1 (1 makes the target diverge), got 1")
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
         self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)
@@ -599,7 +627,8 @@ class DeepActiveInferenceAgent:
         step the target sums), weighted by (m + 1)·w_k: an unbiased estimate of the same
         sum for 1/L of the model evaluations.
 
-        Returns the Huber loss and a dict of 0-d tensors (EFE terms of the epistemic steps).
+        Returns the Huber loss and a dict of 0-d tensors: the first step's risk, and the
+        ambiguity and information gain of the first (exact) or the sampled step.
         """
         b, length = batch["action"].shape
         action = batch["action"]
@@ -631,7 +660,7 @@ class DeepActiveInferenceAgent:
             epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
             if exact:
                 epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
-                # the logged terms are those of the first step, as in the sampled case
+                # log the first step's terms (the sampled estimate logs the sampled step's)
                 ambiguity = ambiguity.view(b, length)[:, 0]
                 info_gain = info_gain.view(b, length)[:, 0]
             else:
@@ -644,8 +673,11 @@ class DeepActiveInferenceAgent:
             target = epistemic_sum + n_step_efe_target(
                 self.risk_weight * risk, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
-        if not self.critic_trains_encoder:
-            z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
+            if not self.critic_trains_encoder:
+                z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
+            if self.action_gap > 0.0:
+                g_s = self.critic_target(z0.detach())
+                target = action_gap_target(target, g_s, action[:, 0], self.action_gap)
         g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
         critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
         metrics = {

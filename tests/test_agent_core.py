@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from daif import maths
 from daif.agent import (
     DeepActiveInferenceAgent,
+    action_gap_target,
     bootstrap_index,
     n_step_efe_target,
     n_step_weights,
@@ -304,15 +305,18 @@ def test_critic_trains_encoder_lets_the_td_loss_reach_the_encoder_only() -> None
     assert all(torch.equal(a, b) for a, b in zip(dec, agent.decoder.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("n_step", [1, 3])
+@pytest.mark.parametrize(("n_step", "action_gap"), [(1, 0.0), (3, 0.0), (3, 0.6)])
 @pytest.mark.parametrize("critic_trains_encoder", [False, True])
 def test_critic_loss_matches_its_definition_step_by_step(
-    critic_trains_encoder: bool, n_step: int
+    critic_trains_encoder: bool, n_step: int, action_gap: float
 ) -> None:
     # The critic loss packs every state it encodes into as few calls as it can; here each
     # piece is computed separately, the plain way, and the two must agree.
     agent = make_agent(
-        f"agent.n_step={n_step}", "agent.info_gain_weight=0.5", "agent.ambiguity_weight=0.3"
+        f"agent.n_step={n_step}",
+        "agent.info_gain_weight=0.5",
+        "agent.ambiguity_weight=0.3",
+        f"agent.action_gap={action_gap}",
     )
     agent.critic_trains_encoder = critic_trains_encoder
     fill(agent)
@@ -334,6 +338,9 @@ def test_critic_loss_matches_its_definition_step_by_step(
         z_last = agent.encoder(agent.preprocess(batch["next_obs"][torch.arange(b), last]))[0]
         v = agent._state_value(z_last, agent._target_precision())
         target = n_step_efe_target(g, v, batch["terminated"], batch["truncated"], agent.gamma)
+        g_target = agent.critic_target(z[:, 0])  # advantage learning: + α·(G(s,a) − min G(s,·))
+        a0 = batch["action"][:, 0]
+        target = target + action_gap * (g_target[torch.arange(b), a0] - g_target.min(1).values)
         g_pred = agent.critic(z[:, 0]).gather(1, batch["action"][:, :1]).squeeze(1)
     expected = torch.nn.functional.huber_loss(g_pred, target, delta=agent.huber_delta)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
@@ -421,6 +428,20 @@ def test_sampled_critic_loss_matches_its_definition(critic_trains_encoder: bool)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(metrics["efe/info_gain"], ig.mean(), rtol=1e-5, atol=1e-6)
     assert bool((k <= last).all()) and bool((k > 0).any())  # not just the first step
+
+
+def test_action_gap_target_by_hand() -> None:
+    # G(s,·) = [2, 5, 3]: the greedy action 0 keeps its target, the others rise by α·gap
+    g_s = torch.tensor([[2.0, 5.0, 3.0]]).repeat(3, 1)
+    target = torch.tensor([1.0, 1.0, 1.0])
+    out = action_gap_target(target, g_s, torch.tensor([0, 1, 2]), alpha=0.5)
+    torch.testing.assert_close(out, torch.tensor([1.0, 1.0 + 0.5 * 3.0, 1.0 + 0.5 * 1.0]))
+
+
+@pytest.mark.parametrize("bad", ["1.0", "-0.1", "1.5"])
+def test_action_gap_outside_zero_one_is_named(bad: str) -> None:
+    with pytest.raises(InstantiationException, match=r"agent\.action_gap"):
+        make_agent(f"agent.action_gap={bad}")
 
 
 def test_unknown_epistemic_estimate_is_named() -> None:

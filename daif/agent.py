@@ -678,8 +678,12 @@ class DeepActiveInferenceAgent:
             if self.action_gap > 0.0:
                 g_s = self.critic_target(z0.detach())
                 target = action_gap_target(target, g_s, action[:, 0], self.action_gap)
-        g_pred = self.critic(z0).gather(1, action[:, :1]).squeeze(1)
-        critic_td = F.huber_loss(g_pred, target, delta=self.huber_delta)
+        # every member of a critic ensemble regresses on the same target
+        g_members = self.critic.members(z0)  # [K, B, A]
+        index = action[:, :1].unsqueeze(0).expand(g_members.shape[0], -1, -1)
+        g_members = g_members.gather(2, index).squeeze(2)  # [K, B]
+        critic_td = F.huber_loss(g_members, target.expand_as(g_members), delta=self.huber_delta)
+        g_pred = g_members.mean(0)
         metrics = {
             "losses/critic_td": critic_td,
             "efe/risk": risk[:, 0].mean(),

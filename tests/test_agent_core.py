@@ -305,10 +305,12 @@ def test_critic_trains_encoder_lets_the_td_loss_reach_the_encoder_only() -> None
     assert all(torch.equal(a, b) for a, b in zip(dec, agent.decoder.parameters(), strict=True))
 
 
-@pytest.mark.parametrize(("n_step", "action_gap"), [(1, 0.0), (3, 0.0), (3, 0.6)])
+@pytest.mark.parametrize(
+    ("n_step", "action_gap", "critics"), [(1, 0.0, 1), (3, 0.0, 1), (3, 0.6, 1), (3, 0.0, 3)]
+)
 @pytest.mark.parametrize("critic_trains_encoder", [False, True])
 def test_critic_loss_matches_its_definition_step_by_step(
-    critic_trains_encoder: bool, n_step: int, action_gap: float
+    critic_trains_encoder: bool, n_step: int, action_gap: float, critics: int
 ) -> None:
     # The critic loss packs every state it encodes into as few calls as it can; here each
     # piece is computed separately, the plain way, and the two must agree.
@@ -317,6 +319,7 @@ def test_critic_loss_matches_its_definition_step_by_step(
         "agent.info_gain_weight=0.5",
         "agent.ambiguity_weight=0.3",
         f"agent.action_gap={action_gap}",
+        f"agent.value.num_members={critics}",
     )
     agent.critic_trains_encoder = critic_trains_encoder
     fill(agent)
@@ -341,8 +344,15 @@ def test_critic_loss_matches_its_definition_step_by_step(
         g_target = agent.critic_target(z[:, 0])  # advantage learning: + α·(G(s,a) − min G(s,·))
         a0 = batch["action"][:, 0]
         target = target + action_gap * (g_target[torch.arange(b), a0] - g_target.min(1).values)
-        g_pred = agent.critic(z[:, 0]).gather(1, batch["action"][:, :1]).squeeze(1)
-    expected = torch.nn.functional.huber_loss(g_pred, target, delta=agent.huber_delta)
+        # each critic of an ensemble against the same target, the loss their mean
+        per_member = []
+        for g_k in agent.critic.members(z[:, 0]):
+            g_pred = g_k[torch.arange(b), a0]
+            per_member.append(
+                torch.nn.functional.huber_loss(g_pred, target, delta=agent.huber_delta)
+            )
+    expected = torch.stack(per_member).mean()
+    assert len(per_member) == critics
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(metrics["efe/info_gain"], ig[:, 0].mean(), rtol=1e-5, atol=1e-6)
     # the TD gradient reaches the encoder exactly when asked to
@@ -442,6 +452,17 @@ def test_action_gap_target_by_hand() -> None:
 def test_action_gap_outside_zero_one_is_named(bad: str) -> None:
     with pytest.raises(InstantiationException, match=r"agent\.action_gap"):
         make_agent(f"agent.action_gap={bad}")
+
+
+def test_critic_ensemble_is_the_mean_of_independent_members() -> None:
+    agent = make_agent("agent.value.num_members=4")
+    z = torch.randn(6, agent.latent_dim)
+    members = agent.critic.members(z)
+    assert members.shape == (4, 6, agent.num_actions)
+    torch.testing.assert_close(agent.critic(z), members.mean(0))
+    assert not torch.allclose(members[0], members[1])  # initialised independently
+    single = make_agent()
+    torch.testing.assert_close(single.critic.members(z)[0], single.critic(z))
 
 
 def test_unknown_epistemic_estimate_is_named() -> None:

@@ -233,7 +233,13 @@ class OutcomeModel(nn.Module):
 
 
 class EFECritic(nn.Module):
-    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``."""
+    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``.
+
+    With ``num_members`` K > 1 it is an ensemble of K independently initialised critics
+    (one batched product per layer, like :class:`TransitionEnsemble`); G is their mean,
+    and each member regresses on the same TD target (:meth:`members`), which averages
+    out the members' approximation errors (as in Averaged-DQN, Anschel et al. 2017).
+    """
 
     def __init__(
         self,
@@ -242,14 +248,38 @@ class EFECritic(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
         layer_norm: bool = False,
+        num_members: int = 1,
     ) -> None:
         super().__init__()
-        self.num_actions = num_actions
-        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
+        if num_members < 1:
+            raise ValueError(f"num_members must be ≥ 1, got {num_members}")
+        self.num_actions, self.num_members = num_actions, num_members
+        if num_members == 1:
+            self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
+            return
+        act = _activation(activation)
+        layers: list[nn.Module] = []
+        d = latent_dim
+        for h in hidden:
+            layers.append(EnsembleLinear(num_members, d, h))
+            if layer_norm:
+                layers.append(nn.LayerNorm(h))  # normalises each member's features
+            layers.append(act())
+            d = h
+        layers.append(EnsembleLinear(num_members, d, num_actions))
+        self.net = nn.Sequential(*layers)
+
+    def members(self, z: Tensor) -> Tensor:
+        """Every member's G: ``z[B, Z]`` → ``[K, B, A]`` (K = 1 for a single critic)."""
+        if self.num_members == 1:
+            return self.net(z).float().unsqueeze(0)
+        return self.net(z.unsqueeze(0).expand(self.num_members, -1, -1)).float()
 
     def forward(self, z: Tensor) -> Tensor:
-        """``z[..., Z]`` → ``G[..., A]`` (nats; lower is better)."""
-        return self.net(z).float()
+        """``z[B, Z]`` → ``G[B, A]`` (nats; lower is better), the members' mean."""
+        if self.num_members == 1:
+            return self.net(z).float()
+        return self.members(z).mean(0)
 
 
 __all__ = [

@@ -300,7 +300,9 @@ class DeepActiveInferenceAgent:
         )
         self.action_gap = check_range("agent.action_gap", action_gap, 0.0, 1.0)
         if self.action_gap == 1.0:
-            raise ValueError("agent.action_gap: must be < 1 (1 makes the target diverge), got 1")
+            raise ValueError(
+                "agent.action_gap: must be < 1 (advantage learning needs α < 1), got 1"
+            )
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
         self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)
@@ -678,9 +680,11 @@ class DeepActiveInferenceAgent:
             if self.action_gap > 0.0:
                 g_s = self.critic_target(z0.detach())
                 target = action_gap_target(target, g_s, action[:, 0], self.action_gap)
-        # every member of a critic ensemble regresses on the same target
-        g_members = self.critic.members(z0)  # [K, B, A]
-        index = action[:, :1].unsqueeze(0).expand(g_members.shape[0], -1, -1)
+        # every member of a critic ensemble regresses on the same target; a value network
+        # without members (any G(s, ·) module) counts as one
+        members = getattr(self.critic, "members", None)
+        g_members = members(z0) if members is not None else self.critic(z0).unsqueeze(0)
+        index = action[:, :1].unsqueeze(0).expand(g_members.shape[0], -1, -1)  # [K, B, 1]
         g_members = g_members.gather(2, index).squeeze(2)  # [K, B]
         critic_td = F.huber_loss(g_members, target.expand_as(g_members), delta=self.huber_delta)
         g_pred = g_members.mean(0)

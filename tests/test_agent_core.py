@@ -465,6 +465,13 @@ def test_critic_ensemble_is_the_mean_of_independent_members() -> None:
     torch.testing.assert_close(single.critic.members(z)[0], single.critic(z))
 
 
+def test_critic_ensemble_of_no_members_is_named() -> None:
+    with pytest.raises(
+        InstantiationException, match=r"agent\.value\): num_members must be ≥ 1, got 0"
+    ):
+        make_agent("agent.value.num_members=0")
+
+
 def test_unknown_epistemic_estimate_is_named() -> None:
     with pytest.raises(InstantiationException, match=r"agent\.epistemic_estimate"):
         make_agent("agent.epistemic_estimate=all")

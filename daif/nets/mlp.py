@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,18 +47,22 @@ def mlp(
     out_dim: int,
     activation: str = "silu",
     layer_norm: bool = False,
+    linear: Callable[[int, int], nn.Module] = nn.Linear,
 ) -> nn.Sequential:
-    """Linear → [LayerNorm] → activation, repeated, then a linear output layer."""
+    """Linear → [LayerNorm] → activation, repeated, then a linear output layer.
+
+    ``linear(in, out)`` builds each affine layer (e.g. K members' :class:`EnsembleLinear`).
+    """
     act = _activation(activation)
     layers: list[nn.Module] = []
     d = in_dim
     for h in hidden:
-        layers.append(nn.Linear(d, h))
+        layers.append(linear(d, h))
         if layer_norm:
             layers.append(nn.LayerNorm(h))
         layers.append(act())
         d = h
-    layers.append(nn.Linear(d, out_dim))
+    layers.append(linear(d, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -252,22 +257,11 @@ class EFECritic(nn.Module):
     ) -> None:
         super().__init__()
         if num_members < 1:
-            raise ValueError(f"num_members must be ≥ 1, got {num_members}")
+            raise ValueError(f"EFECritic (agent.value): num_members must be ≥ 1, got {num_members}")
         self.num_actions, self.num_members = num_actions, num_members
-        if num_members == 1:
-            self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
-            return
-        act = _activation(activation)
-        layers: list[nn.Module] = []
-        d = latent_dim
-        for h in hidden:
-            layers.append(EnsembleLinear(num_members, d, h))
-            if layer_norm:
-                layers.append(nn.LayerNorm(h))  # normalises each member's features
-            layers.append(act())
-            d = h
-        layers.append(EnsembleLinear(num_members, d, num_actions))
-        self.net = nn.Sequential(*layers)
+        # K members: every affine layer is K independent maps in one batched product
+        linear = nn.Linear if num_members == 1 else functools.partial(EnsembleLinear, num_members)
+        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm, linear)
 
     def members(self, z: Tensor) -> Tensor:
         """Every member's G: ``z[B, Z]`` → ``[K, B, A]`` (K = 1 for a single critic)."""

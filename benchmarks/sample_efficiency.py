@@ -568,7 +568,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="OVERRIDES",
         help="extra daif variant with these space-separated Hydra overrides (repeatable)",
     )
-    p.add_argument("--no-daif", action="store_true", help="skip the daif runs (baselines only)")
+    p.add_argument(
+        "--no-daif",
+        action="store_true",
+        help="skip the plain daif runs (its --ablate variants and the baselines still run)",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     p.add_argument("--out", type=Path, default=None, help="markdown file to write")
     p.add_argument(
@@ -632,14 +636,12 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     stop_at = args.target if getattr(args, "stop_at_target", False) else None
     every = args.eval_interval
-    if not args.no_daif:
-        variants = [("daif", list(args.overrides))]
-        variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
-        for label, overrides in variants:
-            jobs += [
-                (run_daif, (label, args.env, s, args.steps, overrides, stop_at, every))
-                for s in seeds
-            ]
+    variants = [] if args.no_daif else [("daif", list(args.overrides))]
+    variants += [(f"daif [{a}]", [*args.overrides, *a.split()]) for a in args.ablate]
+    for label, overrides in variants:
+        jobs += [
+            (run_daif, (label, args.env, s, args.steps, overrides, stop_at, every)) for s in seeds
+        ]
     for algo in args.baselines:
         if args.env_id not in ZOO_HYPERPARAMS[algo]:
             print(f"[skip] no RL Zoo hyperparameters for {algo} on {args.env_id}")
@@ -729,6 +731,14 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = build_jobs(args)
+    if not jobs and not args.load:
+        print(
+            "error: nothing to run: --no-daif without --ablate, and no baseline for "
+            f"{args.env_id} (--baselines {','.join(args.baselines) or 'none'}); "
+            "or pass --load to re-render saved runs",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
         f"target {args.target:g}, eval every {args.eval_interval} steps x {EVAL_EPISODES} "

@@ -53,6 +53,8 @@ from daif.protocol import Transition
 from daif.replay import PreferredOutcomes, ReplayBuffer
 from daif.utils import NonFiniteLossError, autocast, check_amp, grad_scaler
 
+_REFRESH_CHUNK = 8192  # transitions per no-grad pass when refreshing cached epistemic terms
+
 _LOSS_TAGS = (
     "losses/reconstruction",
     "free_energy/kl",
@@ -172,8 +174,9 @@ class DeepActiveInferenceAgent:
             plain TD target).
         lr_final_fraction, lr_decay_steps: linear decay of both learning rates.
         epistemic_estimate: ``"exact"`` (ambiguity and information gain at every step
-            of the n-step target) or ``"sampled"`` (at one random step per sequence,
-            reweighted: unbiased, 1/n_step of the model evaluations).
+            of the n-step target), ``"sampled"`` (at one random step per sequence,
+            reweighted: unbiased, 1/n_step of the model evaluations) or ``"cached"``
+            (every step, read from replay where the model last evaluated them).
         planner: ``"amortised"`` (critic only) or ``"mpc"`` (imagined rollouts).
     """
 
@@ -296,7 +299,7 @@ class DeepActiveInferenceAgent:
             check_choice("agent.critic_trains_encoder", critic_trains_encoder, (True, False))
         )
         self.epistemic_estimate = check_choice(
-            "agent.epistemic_estimate", epistemic_estimate, ("exact", "sampled")
+            "agent.epistemic_estimate", epistemic_estimate, ("exact", "sampled", "cached")
         )
         self.action_gap = check_range("agent.action_gap", action_gap, 0.0, 1.0)
         if self.action_gap == 1.0:
@@ -362,7 +365,10 @@ class DeepActiveInferenceAgent:
             self.obs_shape,
             obs_dtype=torch.uint8 if self._pixels else torch.float32,
             device=self.device,
+            # each transition's ambiguity and information gain, for the cached estimate
+            annotations=("ambiguity", "info_gain") if self.epistemic_estimate == "cached" else (),
         )
+        self._refreshed_upto = 0  # replay.written when the cache last took new transitions
         # outcomes of the best recent episodes, for a preference learned from them
         self.preferred: PreferredOutcomes | None = None
         self._learned_preference = bool(getattr(self.preference, "learns_from_episodes", False))
@@ -437,23 +443,27 @@ class DeepActiveInferenceAgent:
         q = maths.softmax(-self.critic(z), precision)
         return (q * self.critic_target(z)).sum(-1)
 
-    def _efe_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _epistemic_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Ambiguity and parameter information gain of taking ``action`` in ``z``, with the
         predicted next state and outcome they are computed from.
 
         Args:
             z: ``[B, Z]`` latent states; action: ``[B]``.
         Returns:
-            ``(ambiguity[B], info_gain[B], ŝ'[B, Z], ô'[B, *obs_shape])``. ŝ' is the
-            ensemble's mean prediction and ô' = E[p(o|ŝ')] (scaled units). The ambiguity
-            H[p(o|ŝ')] (nats) is returned *minus its running mean*: in an episodic task a
-            constant per-step ambiguity would reward or punish survival.
+            ``(ambiguity[B], info_gain[B], ŝ'[B, Z], ô'[B, *obs_shape])``: ŝ' is the
+            ensemble's mean prediction, ô' = E[p(o|ŝ')] (scaled units) and the
+            ambiguity H[p(o|ŝ')] in nats.
         """
         means, stds = self.transition(z, action)  # [K, B, Z]
         info_gain = maths.gaussian_mixture_info_gain(means, stds)
         z_next = means.mean(0)
         obs_mean, obs_std = self.decoder(z_next)
-        ambiguity = maths.gaussian_entropy(obs_std.flatten(1))
+        return maths.gaussian_entropy(obs_std.flatten(1)), info_gain, z_next, obs_mean
+
+    def _efe_terms(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`_epistemic_terms` with the ambiguity *minus its running mean*: in an
+        episodic task a constant per-step ambiguity would reward or punish survival."""
+        ambiguity, info_gain, z_next, obs_mean = self._epistemic_terms(z, action)
         return ambiguity - self._ambiguity_baseline, info_gain, z_next, obs_mean
 
     def _log_preference(self, reward: Tensor, termination: Tensor, next_obs: Tensor) -> Tensor:
@@ -624,13 +634,20 @@ class DeepActiveInferenceAgent:
 
         with w_k = γ^k while the episode runs (:func:`n_step_weights`). Risk needs only
         the observed outcomes; the epistemic terms need the model at (s_k, a_k), which
-        is most of an update's arithmetic. ``epistemic_estimate="exact"`` evaluates them
-        at every step; ``"sampled"`` at one step k ~ U{0..m} per sequence (m = the last
-        step the target sums), weighted by (m + 1)·w_k: an unbiased estimate of the same
-        sum for 1/L of the model evaluations.
+        is most of an update's arithmetic. ``epistemic_estimate`` says where they come from:
+
+        * ``"exact"``: evaluated at every step;
+        * ``"sampled"``: at one step k ~ U{0..m} per sequence (m = the last step the
+          target sums), weighted by (m + 1)·w_k: an unbiased estimate of the same sum
+          for 1/L of the model evaluations;
+        * ``"cached"``: read from the replay buffer's annotations, which
+          :meth:`_refresh_epistemic` writes whenever the model trains on a transition
+          (and for every new one). Every step counts, as with ``exact``, at the cost of
+          a lookup; the values lag the model by the time since that transition was last
+          in a model batch.
 
         Returns the Huber loss and a dict of 0-d tensors: the first step's risk, and the
-        ambiguity and information gain of the first (exact) or the sampled step.
+        ambiguity and information gain of the first (exact, cached) or the sampled step.
         """
         b, length = batch["action"].shape
         action = batch["action"]
@@ -638,35 +655,50 @@ class DeepActiveInferenceAgent:
         last = bootstrap_index(batch["terminated"], batch["truncated"])
         o_last = batch["next_obs"][rows, last]
         weights = n_step_weights(batch["terminated"], batch["truncated"], self.gamma)  # [B, L]
-        exact = self.epistemic_estimate == "exact"
-        if exact:
-            epi_obs, epi_action = batch["obs"].flatten(0, 1), action.flatten()  # [B·L]
+        estimate = self.epistemic_estimate
+        metrics: dict[str, Tensor] = {}
+        if estimate == "cached":
+            z0, z_last = self._encode_first_and_last(batch["obs"][:, 0], o_last)
+            with torch.no_grad():
+                ambiguity = batch["ambiguity"] - self._ambiguity_baseline  # [B, L]
+                info_gain = batch["info_gain"]
+                epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+                epistemic_sum = (weights * epistemic).sum(1)
+                ambiguity, info_gain = ambiguity[:, 0], info_gain[:, 0]
         else:
-            k = sample_sequence_step(last, torch.rand(b, device=last.device))
-            epi_obs, epi_action = batch["obs"][rows, k], action[rows, k]  # [B]
-            epi_weight = (last + 1).to(weights.dtype) * weights[rows, k]
-        if self.critic_trains_encoder:
-            # the TD error also shapes the representation (as in SAC-AE), so the latent
-            # the critic reads does not drift away under it as the model learns
-            z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
-        with torch.no_grad():
-            # one encoder pass for every state the target reads (few calls: on small
-            # batches each call's fixed cost outweighs its arithmetic)
-            parts = [epi_obs, o_last]
-            if not (self.critic_trains_encoder or exact):
-                parts.append(batch["obs"][:, 0])
-            z_all, _ = self.encoder(self.preprocess(torch.cat(parts)))
-            n_epi = epi_obs.shape[0]
-            z_epi, z_last = z_all[:n_epi], z_all[n_epi : n_epi + b]
-            ambiguity, info_gain, _, _ = self._efe_terms(z_epi, epi_action)
-            epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+            exact = estimate == "exact"
             if exact:
-                epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
-                # log the first step's terms (the sampled estimate logs the sampled step's)
-                ambiguity = ambiguity.view(b, length)[:, 0]
-                info_gain = info_gain.view(b, length)[:, 0]
+                epi_obs, epi_action = batch["obs"].flatten(0, 1), action.flatten()  # [B·L]
             else:
-                epistemic_sum = epi_weight * epistemic
+                k = sample_sequence_step(last, torch.rand(b, device=last.device))
+                epi_obs, epi_action = batch["obs"][rows, k], action[rows, k]  # [B]
+                epi_weight = (last + 1).to(weights.dtype) * weights[rows, k]
+            if self.critic_trains_encoder:
+                # the TD error also shapes the representation (as in SAC-AE), so the latent
+                # the critic reads does not drift away under it as the model learns
+                z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
+            with torch.no_grad():
+                # one encoder pass for every state the target reads (few calls: on small
+                # batches each call's fixed cost outweighs its arithmetic)
+                parts = [epi_obs, o_last]
+                if not (self.critic_trains_encoder or exact):
+                    parts.append(batch["obs"][:, 0])
+                z_all, _ = self.encoder(self.preprocess(torch.cat(parts)))
+                n_epi = epi_obs.shape[0]
+                z_epi, z_last = z_all[:n_epi], z_all[n_epi : n_epi + b]
+                ambiguity, info_gain, _, _ = self._efe_terms(z_epi, epi_action)
+                epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+                if exact:
+                    epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
+                    # log the first step's terms (the sampled estimate logs the sampled step's)
+                    ambiguity = ambiguity.view(b, length)[:, 0]
+                    info_gain = info_gain.view(b, length)[:, 0]
+                else:
+                    epistemic_sum = epi_weight * epistemic
+                metrics["_ambiguity_raw"] = (ambiguity + self._ambiguity_baseline).mean()
+                if not self.critic_trains_encoder:
+                    z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
+        with torch.no_grad():
             # −ln P̃(o) of the observed outcome (reward, termination; next observation)
             risk = -self._log_preference(
                 batch["reward"], batch["terminated"].float(), batch["next_obs"]
@@ -675,8 +707,6 @@ class DeepActiveInferenceAgent:
             target = epistemic_sum + n_step_efe_target(
                 self.risk_weight * risk, v_last, batch["terminated"], batch["truncated"], self.gamma
             )
-            if not self.critic_trains_encoder:
-                z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
             if self.action_gap > 0.0:
                 g_s = self.critic_target(z0.detach())
                 target = action_gap_target(target, g_s, action[:, 0], self.action_gap)
@@ -688,15 +718,57 @@ class DeepActiveInferenceAgent:
         g_members = g_members.gather(2, index).squeeze(2)  # [K, B]
         critic_td = F.huber_loss(g_members, target.expand_as(g_members), delta=self.huber_delta)
         g_pred = g_members.mean(0)
-        metrics = {
-            "losses/critic_td": critic_td,
-            "efe/risk": risk[:, 0].mean(),
-            "efe/ambiguity": ambiguity.mean(),
-            "efe/info_gain": info_gain.mean(),
-            "efe/G": g_pred.mean(),
-            "_ambiguity_raw": (ambiguity + self._ambiguity_baseline).mean(),
-        }
+        metrics.update(
+            {
+                "losses/critic_td": critic_td,
+                "efe/risk": risk[:, 0].mean(),
+                "efe/ambiguity": ambiguity.mean(),
+                "efe/info_gain": info_gain.mean(),
+                "efe/G": g_pred.mean(),
+            }
+        )
         return critic_td, metrics
+
+    def _encode_first_and_last(self, obs0: Tensor, o_last: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent means of the first observations ``obs0[B, ...]`` (with gradient when the
+        critic trains the encoder) and of the bootstrap observations ``o_last[B, ...]``
+        (without): ``([B, Z], [B, Z])``, from one encoder pass when a gradient is wanted."""
+        b = obs0.shape[0]
+        if self.critic_trains_encoder:
+            z, _ = self.encoder(self.preprocess(torch.cat([obs0, o_last])))
+            return z[:b], z[b:].detach()
+        with torch.no_grad():
+            z, _ = self.encoder(self.preprocess(torch.cat([obs0, o_last])))
+        return z[:b], z[b:]
+
+    @torch.no_grad()
+    def _refresh_epistemic(self, slot: Tensor, env: Tensor) -> Tensor:
+        """Evaluate the epistemic terms of the stored transitions at ``(slot[M], env[M])``
+        with the current model and write them into the replay annotations ``ambiguity``
+        (raw nats) and ``info_gain``. Returns the mean raw ambiguity (0-d)."""
+        replay = self.replay
+        obs, action = replay.data["obs"][slot, env], replay.data["action"][slot, env]
+        ambiguity = torch.empty(slot.shape[0], device=self.device)
+        info_gain = torch.empty_like(ambiguity)
+        for i in range(0, slot.shape[0], _REFRESH_CHUNK):  # bounded memory on a resume
+            part = slice(i, i + _REFRESH_CHUNK)
+            z, _ = self.encoder(self.preprocess(obs[part]))
+            ambiguity[part], info_gain[part], _, _ = self._epistemic_terms(z, action[part])
+        replay.write("ambiguity", slot, env, ambiguity)
+        replay.write("info_gain", slot, env, info_gain)
+        return ambiguity.mean()
+
+    def _cache_rows(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Where :meth:`_refresh_epistemic` writes on a model step: the first step of
+        each sequence of ``batch`` and every transition stored since the last refresh."""
+        replay = self.replay
+        new = replay.newest_slots(replay.written - self._refreshed_upto)
+        self._refreshed_upto = replay.written
+        n = replay.num_envs
+        envs = torch.arange(n, device=self.device)
+        slot = torch.cat([batch["slot"][:, 0], new.repeat_interleave(n)])
+        env = torch.cat([batch["env"][:, 0], envs.repeat(new.shape[0])])
+        return slot, env
 
     def _gradient_step(self) -> dict[str, Tensor]:
         batch = self.replay.sample(self.batch_size, self.n_step)
@@ -705,6 +777,14 @@ class DeepActiveInferenceAgent:
             group["lr"] = base * scale
         train_model = self.num_updates % self.model_update_every == 0
         train_preference = train_model and self.preferred is not None and len(self.preferred) > 0
+        ambiguity_raw: Tensor | None = None
+        if self.epistemic_estimate == "cached" and train_model:
+            # the model is about to learn from these transitions: note what it expects
+            # of them now, and read the batch's (partly fresh) notes back
+            slot, env = self._cache_rows(batch)
+            ambiguity_raw = self._refresh_epistemic(slot, env)
+            for name in ("ambiguity", "info_gain"):
+                batch[name] = self.replay.data[name][batch["slot"], batch["env"]]
         with autocast(self.device, self.amp):
             total, metrics = self._critic_fn(batch)
             if train_model:
@@ -733,12 +813,14 @@ class DeepActiveInferenceAgent:
                 torch._foreach_lerp_(self._target_params, self._critic_params, self.target_tau)
         if train_preference:
             self.preference.track_baseline(experienced_mean)
-        raw = metrics.pop("_ambiguity_raw").detach().float()
-        if self._ambiguity_baseline_ready:
-            self._ambiguity_baseline.lerp_(raw, 0.01)
-        else:
-            self._ambiguity_baseline.copy_(raw)
-            self._ambiguity_baseline_ready = True
+        raw = metrics.pop("_ambiguity_raw", ambiguity_raw)
+        if raw is not None:
+            raw = raw.detach().float()
+            if self._ambiguity_baseline_ready:
+                self._ambiguity_baseline.lerp_(raw, 0.01)
+            else:
+                self._ambiguity_baseline.copy_(raw)
+                self._ambiguity_baseline_ready = True
         if train_model:
             self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
         else:
@@ -824,6 +906,7 @@ class DeepActiveInferenceAgent:
             "env_steps": self.env_steps,
             "num_updates": self.num_updates,
             "update_credit": self._update_credit,
+            "refreshed_upto": self._refreshed_upto,
             "ambiguity_baseline": self._ambiguity_baseline.clone(),
             "ambiguity_baseline_ready": self._ambiguity_baseline_ready,
             "preferred": None if self.preferred is None else self.preferred.state_dict(),
@@ -839,6 +922,8 @@ class DeepActiveInferenceAgent:
         self.env_steps = int(state["env_steps"])
         self.num_updates = int(state["num_updates"])
         self._update_credit = float(state["update_credit"])
+        # a checkpoint without cached epistemic terms: evaluate them all on the next model step
+        self._refreshed_upto = int(state.get("refreshed_upto", 0))
         self._ambiguity_baseline.copy_(state["ambiguity_baseline"])
         self._ambiguity_baseline_ready = bool(state["ambiguity_baseline_ready"])
         if self.preferred is not None:

@@ -254,12 +254,14 @@ def test_non_finite_loss_raises_naming_loss_and_step() -> None:
         agent.update(123)
 
 
-def test_state_dict_round_trip_continues_identically() -> None:
-    a = make_agent()
+@pytest.mark.parametrize("estimate", ["exact", "cached"])
+def test_state_dict_round_trip_continues_identically(estimate: str) -> None:
+    a = make_agent(f"agent.epistemic_estimate={estimate}")
     fill(a)
     for step in range(3):
         a.update(step)
-    b = make_agent(seed=7)
+    fill(a, n=5, seed=1)  # new transitions the cache has not seen yet
+    b = make_agent(f"agent.epistemic_estimate={estimate}", seed=7)
     b.load_state_dict(a.state_dict())
     torch.manual_seed(3)
     ma = a.update(10)
@@ -438,6 +440,82 @@ def test_sampled_critic_loss_matches_its_definition(critic_trains_encoder: bool)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(metrics["efe/info_gain"], ig.mean(), rtol=1e-5, atol=1e-6)
     assert bool((k <= last).all()) and bool((k > 0).any())  # not just the first step
+
+
+@pytest.mark.parametrize("critic_trains_encoder", [False, True])
+def test_cached_critic_loss_equals_exact_when_its_cache_is_fresh(
+    critic_trains_encoder: bool,
+) -> None:
+    # the cached estimate reads what the exact one computes: refresh every step of the
+    # batch with the current model, and the two losses coincide
+    agent = make_agent(
+        "agent.n_step=3",
+        "agent.info_gain_weight=0.5",
+        "agent.ambiguity_weight=0.3",
+        "agent.epistemic_estimate=cached",
+    )
+    agent.critic_trains_encoder = critic_trains_encoder
+    fill(agent)
+    agent._ambiguity_baseline.fill_(0.7)  # the running mean is subtracted in both
+    torch.manual_seed(1)
+    batch = agent.replay.sample(8, 3)
+    agent._refresh_epistemic(batch["slot"].flatten(), batch["env"].flatten())
+    for name in ("ambiguity", "info_gain"):
+        batch[name] = agent.replay.data[name][batch["slot"], batch["env"]]
+    cached, metrics = agent._critic_losses(batch)
+    agent.epistemic_estimate = "exact"
+    exact, exact_metrics = agent._critic_losses(batch)
+    torch.testing.assert_close(cached, exact, rtol=1e-5, atol=1e-6)
+    for tag in ("efe/ambiguity", "efe/info_gain", "efe/risk", "efe/G"):
+        torch.testing.assert_close(metrics[tag], exact_metrics[tag], rtol=1e-5, atol=1e-6)
+    # and a stale cache is what the loss reads: zero notes give the risk-only target
+    agent.epistemic_estimate = "cached"
+    batch["ambiguity"] = torch.full_like(batch["ambiguity"], 0.7)  # = the baseline
+    batch["info_gain"] = torch.zeros_like(batch["info_gain"])
+    stale, _ = agent._critic_losses(batch)
+    agent.info_gain_weight = agent.ambiguity_weight = 0.0
+    agent.epistemic_estimate = "exact"
+    risk_only, _ = agent._critic_losses(batch)
+    torch.testing.assert_close(stale, risk_only, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_refresh_writes_the_models_terms_for_the_batch_and_every_new_transition() -> None:
+    agent = make_agent("agent.epistemic_estimate=cached")
+    fill(agent, n=40)
+    replay = agent.replay
+    torch.manual_seed(2)
+    batch = replay.sample(8, agent.n_step)
+    slot, env = agent._cache_rows(batch)
+    # first time: the batch's first steps and all 40 stored transitions
+    assert slot.tolist() == batch["slot"][:, 0].tolist() + list(range(40))
+    mean_ambiguity = agent._refresh_epistemic(slot, env)
+    with torch.no_grad():
+        z, _ = agent.encoder(agent.preprocess(replay.data["obs"][:40, 0]))
+        amb, ig, _, _ = agent._epistemic_terms(z, replay.data["action"][:40, 0])
+    torch.testing.assert_close(replay.data["ambiguity"][:40, 0], amb)
+    torch.testing.assert_close(replay.data["info_gain"][:40, 0], ig)
+    assert bool((ig > 0).all())  # an untrained ensemble disagrees
+    torch.testing.assert_close(mean_ambiguity, torch.cat([amb[slot[:8]], amb]).mean())
+    # later: only what was stored since, once
+    fill(agent, n=3, seed=1)
+    slot, _ = agent._cache_rows(batch)
+    assert slot[8:].tolist() == [40, 41, 42]
+    slot, _ = agent._cache_rows(batch)
+    assert slot.shape == (8,)
+
+
+def test_cached_estimate_runs_no_model_in_a_critic_only_step() -> None:
+    agent = make_agent("agent.epistemic_estimate=cached", "agent.model_update_every=2")
+    fill(agent)
+    agent.update(0)  # a model step refreshes the cache
+    assert bool((agent.replay.data["info_gain"][:64] > 0).all())
+    calls = []
+    agent.transition.register_forward_hook(lambda *_: calls.append(1))
+    agent.decoder.register_forward_hook(lambda *_: calls.append(1))
+    metrics = agent.update(1)  # critic only: the epistemic terms come from the cache
+    assert calls == [] and metrics["efe/info_gain"] > 0
+    agent.update(2)
+    assert len(calls) > 0
 
 
 def test_action_gap_target_by_hand() -> None:

@@ -94,3 +94,46 @@ def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="fewer than 2"):
         buf.add(step(0))
         buf.sample(4, seq_len=2)
+
+
+def test_annotations_are_written_back_where_a_sample_came_from() -> None:
+    buf = ReplayBuffer(8, 2, (1,), annotations=("note",))  # 4 slots per env
+    for t in range(3):
+        buf.add(step(t))
+    torch.manual_seed(3)
+    batch = buf.sample(32, seq_len=2)
+    assert torch.equal(batch["note"], torch.zeros(32, 2))
+    # the slot/env indices locate each step: write its observation there and read it back
+    buf.write("note", batch["slot"], batch["env"], batch["obs"][..., 0])
+    again = buf.data["note"][batch["slot"], batch["env"]]
+    assert torch.equal(again, batch["obs"][..., 0])
+    # a slot that is overwritten by a new step loses its old note
+    written = buf.data["note"].clone()
+    for t in range(3, 5):
+        buf.add(step(t))  # slots 3 and 0
+    assert torch.equal(buf.data["note"][0], torch.zeros(2))
+    assert torch.equal(buf.data["note"][1:3], written[1:3])
+    assert buf.written == 5 and buf.newest_slots(3).tolist() == [2, 3, 0]
+    assert buf.newest_slots(10).tolist() == [1, 2, 3, 0]  # only 4 slots held
+
+
+def test_annotation_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="'reward' clashes"):
+        ReplayBuffer(8, 2, (1,), annotations=("reward",))
+    buf = ReplayBuffer(8, 2, (1,), annotations=("note",))
+    buf.add(step(0))
+    with pytest.raises(KeyError, match="'other'"):
+        buf.write("other", torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+
+
+def test_state_dict_keeps_annotations_and_the_write_count() -> None:
+    a = ReplayBuffer(12, 2, (1,), annotations=("note",))
+    for t in range(9):
+        a.add(step(t))
+    a.write("note", torch.tensor([2, 4]), torch.tensor([1, 0]), torch.tensor([7.0, -3.0]))
+    b = ReplayBuffer(12, 2, (1,), annotations=("note",))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.data["note"], b.data["note"]) and b.written == 9
+    c = ReplayBuffer(12, 2, (1,))  # a buffer without the annotation ignores it
+    c.load_state_dict(a.state_dict())
+    assert "note" not in c.data and c.written == 9

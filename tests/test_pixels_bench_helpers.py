@@ -119,6 +119,14 @@ def test_cli_defaults_and_variants():
         bench.parse_args(["--env", "pong"])
 
 
+def test_no_daif_keeps_the_ablations_and_an_empty_invocation_is_refused(capsys):
+    args = bench.parse_args(["--baselines", "none", "--no-daif", "--ablate", "a.b=1"])
+    labels = [fargs[0] for _, fargs in bench.build_jobs(args)]
+    assert labels == ["daif [a.b=1]"] * 5
+    assert bench.main(["--baselines", "none", "--no-daif"]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+
+
 def test_preset_trainer_values_survive_composition():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf

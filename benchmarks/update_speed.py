@@ -8,8 +8,11 @@ CPU, or wall seconds between CUDA synchronisations on a GPU:
   ``maths.gaussian_mixture_info_gain`` and by the direct definition that builds every
   pairwise KL as one ``[K, K, B·L, Z]`` tensor (what it replaced);
 * the critic's and the model's loss (forward only), the critic's with its epistemic
-  terms at every step of the n-step target and at one sampled step (``epistemic_estimate``);
-* a whole gradient step (sample, both losses, backward, clip, Adam, target update);
+  terms at every step of the n-step target, at one sampled step and read from the replay
+  cache (``epistemic_estimate``);
+* a whole gradient step (sample, losses, backward, clip, Adam, target update), one on
+  which the model trains too (with the cache refresh, for ``cached``) and one on which
+  only the critic does (``model_update_every`` > 1 alternates the two), per estimate;
 * one ``act`` call.
 
 Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200]
@@ -81,6 +84,34 @@ def with_estimate(agent, estimate: str, fn: Callable[[], object]) -> Callable[[]
             return fn()
         finally:
             agent.epistemic_estimate = saved
+
+    return call
+
+
+def model_step(agent) -> Callable[[], object]:
+    """A gradient step on which the model trains too (whatever ``model_update_every``)."""
+
+    def call() -> object:
+        saved, agent.model_update_every = agent.model_update_every, 1
+        try:
+            return agent._gradient_step()
+        finally:
+            agent.model_update_every = saved
+
+    return call
+
+
+def critic_only_step(agent) -> Callable[[], object]:
+    """A gradient step on which only the critic trains (the other ``model_update_every − 1``
+    of every ``model_update_every``)."""
+
+    def call() -> object:
+        saved, agent.model_update_every = agent.model_update_every, 1 << 30
+        agent.num_updates = 1  # not a multiple of the interval
+        try:
+            return agent._gradient_step()
+        finally:
+            agent.model_update_every = saved
 
     return call
 
@@ -182,14 +213,22 @@ def main(argv: list[str] | None = None) -> int:
             "critic loss (forward), epistemic terms at one sampled step",
             with_estimate(agent, "sampled", loss_forward(agent, agent._critic_fn, batch)),
         ),
-        ("model loss (forward)", loss_forward(agent, agent._model_fn, batch)),
         (
-            "gradient step (model + critic), every step",
-            with_estimate(agent, "exact", agent._gradient_step),
+            "critic loss (forward), epistemic terms read from the cache",
+            with_estimate(agent, "cached", loss_forward(agent, agent._critic_fn, batch)),
         ),
-        (
-            "gradient step (model + critic), one sampled step",
-            with_estimate(agent, "sampled", agent._gradient_step),
+        ("model loss (forward)", loss_forward(agent, agent._model_fn, batch)),
+        *(
+            (
+                f"gradient step, {kind}, epistemic terms {how}",
+                with_estimate(agent, estimate, step(agent)),
+            )
+            for kind, step in (("model + critic", model_step), ("critic only", critic_only_step))
+            for estimate, how in (
+                ("exact", "at every step"),
+                ("sampled", "at one sampled step"),
+                ("cached", "from the cache (model steps refresh it)"),
+            )
         ),
         ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
     ]

@@ -366,7 +366,8 @@ class DeepActiveInferenceAgent:
             obs_dtype=torch.uint8 if self._pixels else torch.float32,
             device=self.device,
             # each transition's ambiguity and information gain, for the cached estimate
-            annotations=("ambiguity", "info_gain") if self.epistemic_estimate == "cached" else (),
+            # (kept whatever the estimate, so that it can be switched on a resumed run)
+            annotations=("ambiguity", "info_gain"),
         )
         self._refreshed_upto = 0  # replay.written when the cache last took new transitions
         # outcomes of the best recent episodes, for a preference learned from them

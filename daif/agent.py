@@ -650,55 +650,21 @@ class DeepActiveInferenceAgent:
         Returns the Huber loss and a dict of 0-d tensors: the first step's risk, and the
         ambiguity and information gain of the first (exact, cached) or the sampled step.
         """
-        b, length = batch["action"].shape
+        b = batch["action"].shape[0]
         action = batch["action"]
         rows = torch.arange(b, device=action.device)
         last = bootstrap_index(batch["terminated"], batch["truncated"])
         o_last = batch["next_obs"][rows, last]
         weights = n_step_weights(batch["terminated"], batch["truncated"], self.gamma)  # [B, L]
-        estimate = self.epistemic_estimate
         metrics: dict[str, Tensor] = {}
-        if estimate == "cached":
+        if self.epistemic_estimate == "cached":
             z0, z_last = self._encode_first_and_last(batch["obs"][:, 0], o_last)
-            with torch.no_grad():
-                ambiguity = batch["ambiguity"] - self._ambiguity_baseline  # [B, L]
-                info_gain = batch["info_gain"]
-                epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
-                epistemic_sum = (weights * epistemic).sum(1)
-                ambiguity, info_gain = ambiguity[:, 0], info_gain[:, 0]
+            epistemic_sum, ambiguity, info_gain = self._cached_epistemic(batch, weights)
         else:
-            exact = estimate == "exact"
-            if exact:
-                epi_obs, epi_action = batch["obs"].flatten(0, 1), action.flatten()  # [B·L]
-            else:
-                k = sample_sequence_step(last, torch.rand(b, device=last.device))
-                epi_obs, epi_action = batch["obs"][rows, k], action[rows, k]  # [B]
-                epi_weight = (last + 1).to(weights.dtype) * weights[rows, k]
-            if self.critic_trains_encoder:
-                # the TD error also shapes the representation (as in SAC-AE), so the latent
-                # the critic reads does not drift away under it as the model learns
-                z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
-            with torch.no_grad():
-                # one encoder pass for every state the target reads (few calls: on small
-                # batches each call's fixed cost outweighs its arithmetic)
-                parts = [epi_obs, o_last]
-                if not (self.critic_trains_encoder or exact):
-                    parts.append(batch["obs"][:, 0])
-                z_all, _ = self.encoder(self.preprocess(torch.cat(parts)))
-                n_epi = epi_obs.shape[0]
-                z_epi, z_last = z_all[:n_epi], z_all[n_epi : n_epi + b]
-                ambiguity, info_gain, _, _ = self._efe_terms(z_epi, epi_action)
-                epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
-                if exact:
-                    epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
-                    # log the first step's terms (the sampled estimate logs the sampled step's)
-                    ambiguity = ambiguity.view(b, length)[:, 0]
-                    info_gain = info_gain.view(b, length)[:, 0]
-                else:
-                    epistemic_sum = epi_weight * epistemic
-                metrics["_ambiguity_raw"] = (ambiguity + self._ambiguity_baseline).mean()
-                if not self.critic_trains_encoder:
-                    z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
+            z0, z_last, epistemic_sum, ambiguity, info_gain = self._model_epistemic(
+                batch, weights, last, o_last
+            )
+            metrics["_ambiguity_raw"] = (ambiguity + self._ambiguity_baseline).mean()
         with torch.no_grad():
             # −ln P̃(o) of the observed outcome (reward, termination; next observation)
             risk = -self._log_preference(
@@ -729,6 +695,64 @@ class DeepActiveInferenceAgent:
             }
         )
         return critic_td, metrics
+
+    @torch.no_grad()
+    def _cached_epistemic(
+        self, batch: dict[str, Tensor], weights: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Σ_k w_k (w_a·ambiguity_k − β·info_gain_k) from the batch's annotations
+        (``weights[B, L]``): ``(sum[B], ambiguity[B], info_gain[B])``, the last two of the
+        first step, the ambiguity relative to its running mean."""
+        ambiguity = batch["ambiguity"] - self._ambiguity_baseline  # [B, L]
+        info_gain = batch["info_gain"]
+        epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+        return (weights * epistemic).sum(1), ambiguity[:, 0], info_gain[:, 0]
+
+    def _model_epistemic(
+        self, batch: dict[str, Tensor], weights: Tensor, last: Tensor, o_last: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The epistemic part of the target evaluated by the model now, at every step
+        (``exact``) or at one sampled step (``sampled``), with the latents the critic reads.
+
+        Returns ``(z0[B, Z], z_last[B, Z], sum[B], ambiguity[B], info_gain[B])``: z0 with
+        gradient when the critic trains the encoder; the ambiguity (relative to its running
+        mean) and information gain of the first or the sampled step.
+        """
+        b, length = batch["action"].shape
+        action = batch["action"]
+        rows = torch.arange(b, device=action.device)
+        exact = self.epistemic_estimate == "exact"
+        if exact:
+            epi_obs, epi_action = batch["obs"].flatten(0, 1), action.flatten()  # [B·L]
+        else:
+            k = sample_sequence_step(last, torch.rand(b, device=last.device))
+            epi_obs, epi_action = batch["obs"][rows, k], action[rows, k]  # [B]
+            epi_weight = (last + 1).to(weights.dtype) * weights[rows, k]
+        if self.critic_trains_encoder:
+            # the TD error also shapes the representation (as in SAC-AE), so the latent
+            # the critic reads does not drift away under it as the model learns
+            z0, _ = self.encoder(self.preprocess(batch["obs"][:, 0]))
+        with torch.no_grad():
+            # one encoder pass for every state the target reads (few calls: on small
+            # batches each call's fixed cost outweighs its arithmetic)
+            parts = [epi_obs, o_last]
+            if not (self.critic_trains_encoder or exact):
+                parts.append(batch["obs"][:, 0])
+            z_all, _ = self.encoder(self.preprocess(torch.cat(parts)))
+            n_epi = epi_obs.shape[0]
+            z_epi, z_last = z_all[:n_epi], z_all[n_epi : n_epi + b]
+            ambiguity, info_gain, _, _ = self._efe_terms(z_epi, epi_action)
+            epistemic = self._weighted_efe(torch.zeros_like(ambiguity), ambiguity, info_gain)
+            if exact:
+                epistemic_sum = (weights * epistemic.view(b, length)).sum(1)
+                # log the first step's terms (the sampled estimate logs the sampled step's)
+                ambiguity = ambiguity.view(b, length)[:, 0]
+                info_gain = info_gain.view(b, length)[:, 0]
+            else:
+                epistemic_sum = epi_weight * epistemic
+            if not self.critic_trains_encoder:
+                z0 = z_epi.view(b, length, -1)[:, 0] if exact else z_all[n_epi + b :]
+        return z0, z_last, epistemic_sum, ambiguity, info_gain
 
     def _encode_first_and_last(self, obs0: Tensor, o_last: Tensor) -> tuple[Tensor, Tensor]:
         """Latent means of the first observations ``obs0[B, ...]`` (with gradient when the

@@ -173,6 +173,8 @@ class DeepActiveInferenceAgent:
         action_gap: α of the advantage-learning target (:func:`action_gap_target`; 0: the
             plain TD target).
         lr_final_fraction, lr_decay_steps: linear decay of both learning rates.
+        terminal_fraction: share of each batch's sequences drawn around a stored
+            termination (:meth:`ReplayBuffer.sample`; 0: all uniform).
         epistemic_estimate: ``"exact"`` (ambiguity and information gain at every step
             of the n-step target), ``"sampled"`` (at one random step per sequence,
             reweighted: unbiased, 1/n_step of the model evaluations) or ``"cached"``
@@ -226,6 +228,7 @@ class DeepActiveInferenceAgent:
         critic_trains_encoder: bool = False,
         epistemic_estimate: str = "exact",
         action_gap: float = 0.0,
+        terminal_fraction: float = 0.0,
         planner: str = "amortised",
         horizon: int = 3,
         max_sequences: int = 256,
@@ -306,6 +309,7 @@ class DeepActiveInferenceAgent:
             raise ValueError(
                 "agent.action_gap: must be < 1 (advantage learning needs α < 1), got 1"
             )
+        self.terminal_fraction = check_range("agent.terminal_fraction", terminal_fraction, 0.0, 1.0)
         self.planner = check_choice("agent.planner", planner, ("amortised", "mpc"))
         self.horizon = check_int("agent.horizon", horizon, minimum=1)
         self.max_sequences = check_int("agent.max_sequences", max_sequences, minimum=1)
@@ -796,7 +800,7 @@ class DeepActiveInferenceAgent:
         return slot, env
 
     def _gradient_step(self) -> dict[str, Tensor]:
-        batch = self.replay.sample(self.batch_size, self.n_step)
+        batch = self.replay.sample(self.batch_size, self.n_step, self.terminal_fraction)
         scale = self.lr_scale()
         for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
             group["lr"] = base * scale

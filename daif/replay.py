@@ -126,12 +126,20 @@ class ReplayBuffer:
             raise KeyError(f"{name!r} is not an annotation of this buffer {self.annotations}")
         self.data[name][slot, env] = values.detach().to(torch.float32)
 
-    def sample(self, batch_size: int, seq_len: int = 1) -> dict[str, Tensor]:
+    def sample(
+        self, batch_size: int, seq_len: int = 1, terminal_fraction: float = 0.0
+    ) -> dict[str, Tensor]:
         """Draw ``batch_size`` sequences of ``seq_len`` consecutive steps of one env each.
 
         Start slots are uniform over those whose whole sequence lies in written data
         (sequences never run across the write position, where old and new data meet).
-        Uses the global torch RNG, so it is reproducible under ``torch.manual_seed``.
+        With ``terminal_fraction`` = f > 0, the first round(f·B) sequences are instead
+        drawn around a stored termination: one terminated step uniformly, then a window
+        of ``seq_len`` that holds it, its offset uniform (clamped at the data's ends).
+        Once a policy is good, terminations are rare in replay, and the values of the
+        states that lead to them are what keeps it good. Without any stored termination
+        every sequence is uniform. Uses the global torch RNG, so it is reproducible under
+        ``torch.manual_seed``.
 
         Returns:
             field → ``[B, L, ...]`` tensors (``L = seq_len``) for the transition fields
@@ -143,9 +151,22 @@ class ReplayBuffer:
             raise ValueError(f"seq_len must be ≥ 1, got {seq_len}")
         if self.filled < seq_len:
             raise ValueError(f"buffer holds {self.filled} steps per env, fewer than {seq_len}")
+        if not 0.0 <= terminal_fraction <= 1.0:
+            raise ValueError(f"terminal_fraction must be in [0, 1], got {terminal_fraction}")
         oldest = (self.pos - self.filled) % self.slots
         starts = torch.randint(0, self.filled - seq_len + 1, (batch_size,), device=self.device)
         env = torch.randint(0, self.num_envs, (batch_size,), device=self.device)
+        n_terminal = round(terminal_fraction * batch_size)
+        if n_terminal > 0:
+            slot, env_of = torch.nonzero(self.data["terminated"], as_tuple=True)
+            age = (slot - oldest) % self.slots  # 0 = the oldest written slot
+            held = age < self.filled
+            age, env_of = age[held], env_of[held]
+            if age.numel() > 0:
+                pick = torch.randint(0, age.numel(), (n_terminal,), device=self.device)
+                offset = torch.randint(0, seq_len, (n_terminal,), device=self.device)
+                starts[:n_terminal] = (age[pick] - offset).clamp(0, self.filled - seq_len)
+                env[:n_terminal] = env_of[pick]
         offsets = torch.arange(seq_len, device=self.device)
         t = (oldest + starts.unsqueeze(1) + offsets) % self.slots  # [B, L]
         e = env.unsqueeze(1).expand(-1, seq_len)

@@ -126,6 +126,7 @@ def test_agent_satisfies_protocol_and_acts() -> None:
         ("agent.critic_trains_encoder=maybe", "agent.critic_trains_encoder"),
         ("agent.lr_decay_steps=-5", "agent.lr_decay_steps"),
         ("agent.cem_elites=500", "agent.cem_elites"),
+        ("agent.terminal_fraction=1.5", "agent.terminal_fraction"),
     ],
 )
 def test_bad_hyperparameter_raises_naming_key(override: str, key: str) -> None:
@@ -516,6 +517,16 @@ def test_cached_estimate_runs_no_model_in_a_critic_only_step() -> None:
     assert calls == [] and metrics["efe/info_gain"] > 0
     agent.update(2)
     assert len(calls) > 0
+
+
+def test_terminal_fraction_reaches_the_agents_batches() -> None:
+    agent = make_agent("agent.terminal_fraction=1.0", "agent.n_step=3")
+    fill(agent)  # episodes end every 10 steps
+    seen = []
+    sample = agent.replay.sample
+    agent.replay.sample = lambda *a: seen.append(sample(*a)) or seen[-1]
+    agent.update(0)
+    assert len(seen) == 1 and bool(seen[0]["terminated"].any(1).all())
 
 
 def test_action_gap_target_by_hand() -> None:

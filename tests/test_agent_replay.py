@@ -137,3 +137,57 @@ def test_state_dict_keeps_annotations_and_the_write_count() -> None:
     c = ReplayBuffer(12, 2, (1,))  # a buffer without the annotation ignores it
     c.load_state_dict(a.state_dict())
     assert "note" not in c.data and c.written == 9
+
+
+def ends_every_10th(t: int) -> Transition:
+    """One env; observation t; the episode terminates at t = 9, 19, 29, ..."""
+    return Transition(
+        obs=np.array([[float(t)]], np.float32),
+        action=np.array([0]),
+        reward=np.ones(1, np.float32),
+        next_obs=np.array([[t + 1.0]], np.float32),
+        terminated=np.array([t % 10 == 9]),
+        truncated=np.array([False]),
+    )
+
+
+def test_terminal_fraction_draws_windows_that_hold_a_termination() -> None:
+    buf = ReplayBuffer(40, 1, (1,))  # 40 slots: t = 0..59 wraps, t = 20..59 held
+    for t in range(60):
+        buf.add(ends_every_10th(t))
+    torch.manual_seed(4)
+    batch = buf.sample(40, seq_len=3, terminal_fraction=0.25)
+    steps = batch["obs"][..., 0]
+    assert bool(batch["terminated"][:10].any(1).all())  # round(0.25·40) = 10 windows
+    # the termination sits anywhere in its window: each of the 3 positions comes up
+    many = buf.sample(300, seq_len=3, terminal_fraction=1.0)["terminated"]
+    assert bool(many.any(1).all())
+    assert set(many.float().argmax(1).tolist()) == {0, 1, 2}
+    # every window is consecutive steps of held data, never across the write position
+    assert torch.equal(steps[:, 1:] - steps[:, :-1], torch.ones(40, 2))
+    assert steps.min() >= 20 and steps.max() <= 59
+    # the rest stay uniform: most of those windows hold no termination
+    assert batch["terminated"][10:].any(1).float().mean() < 0.5
+
+
+def test_terminal_windows_at_the_data_edges_are_clamped_inside_it() -> None:
+    buf = ReplayBuffer(100, 1, (1,))
+    for t in range(10):  # the only termination is the newest step (t = 9)
+        buf.add(ends_every_10th(t))
+    torch.manual_seed(5)
+    batch = buf.sample(64, seq_len=4, terminal_fraction=1.0)
+    assert batch["obs"][:, :, 0].tolist() == [[6.0, 7.0, 8.0, 9.0]] * 64
+
+
+def test_without_terminations_the_terminal_fraction_changes_nothing() -> None:
+    buf = ReplayBuffer(100, 2, (1,))
+    for t in range(4):  # step() ends env 0 only at t = 4
+        buf.add(step(t))
+    torch.manual_seed(6)
+    plain = buf.sample(16, 2)
+    torch.manual_seed(6)
+    asked = buf.sample(16, 2, terminal_fraction=0.5)
+    for k in plain:
+        assert torch.equal(plain[k], asked[k]), k
+    with pytest.raises(ValueError, match=r"terminal_fraction must be in \[0, 1\], got 1.5"):
+        buf.sample(4, 2, terminal_fraction=1.5)

@@ -158,7 +158,8 @@ class ReplayBuffer:
         env = torch.randint(0, self.num_envs, (batch_size,), device=self.device)
         n_terminal = round(terminal_fraction * batch_size)
         if n_terminal > 0:
-            slot, env_of = torch.nonzero(self.data["terminated"], as_tuple=True)
+            # slots past `filled` are unwritten (a ring that has not wrapped): skip them
+            slot, env_of = torch.nonzero(self.data["terminated"][: self.filled], as_tuple=True)
             age = (slot - oldest) % self.slots  # 0 = the oldest written slot
             held = age < self.filled
             age, env_of = age[held], env_of[held]

@@ -78,6 +78,11 @@ class ReplayBuffer:
             if self.device.type == "cpu"
             else None
         )
+        # where episodes ended, on the host whatever the device: terminal windows are
+        # found there, without a device sync per sampled batch
+        self._terminated_host = (
+            self._host["terminated"] if self._host is not None else np.zeros((t, n), dtype=bool)
+        )
         self.pos = 0  # next slot to write
         self.filled = 0  # slots holding data
         self.written = 0  # slots written since the buffer was made (never wraps)
@@ -105,6 +110,8 @@ class ReplayBuffer:
             else:
                 dst = self.data[name]
                 dst[self.pos] = torch.as_tensor(value, device=self.device).to(dst.dtype)
+                if name == "terminated":
+                    self._terminated_host[self.pos] = value
         for name in self.annotations:  # an overwritten slot's old note is void
             if self._host is not None:
                 self._host[name][self.pos] = 0.0
@@ -158,16 +165,16 @@ class ReplayBuffer:
         env = torch.randint(0, self.num_envs, (batch_size,), device=self.device)
         n_terminal = round(terminal_fraction * batch_size)
         if n_terminal > 0:
-            # slots past `filled` are unwritten (a ring that has not wrapped): skip them
-            slot, env_of = torch.nonzero(self.data["terminated"][: self.filled], as_tuple=True)
-            age = (slot - oldest) % self.slots  # 0 = the oldest written slot
-            held = age < self.filled
-            age, env_of = age[held], env_of[held]
-            if age.numel() > 0:
-                pick = torch.randint(0, age.numel(), (n_terminal,), device=self.device)
-                offset = torch.randint(0, seq_len, (n_terminal,), device=self.device)
-                starts[:n_terminal] = (age[pick] - offset).clamp(0, self.filled - seq_len)
-                env[:n_terminal] = env_of[pick]
+            # on the host; slots past `filled` are unwritten (a ring that has not wrapped)
+            terminal = torch.from_numpy(self._terminated_host[: self.filled])
+            slot, env_of = terminal.nonzero(as_tuple=True)
+            if slot.numel() > 0:
+                age = (slot - oldest) % self.slots  # 0 = the oldest written slot
+                pick = torch.randint(0, slot.numel(), (n_terminal,))
+                offset = torch.randint(0, seq_len, (n_terminal,))
+                window = (age[pick] - offset).clamp(0, self.filled - seq_len)
+                starts[:n_terminal] = window.to(self.device)
+                env[:n_terminal] = env_of[pick].to(self.device)
         offsets = torch.arange(seq_len, device=self.device)
         t = (oldest + starts.unsqueeze(1) + offsets) % self.slots  # [B, L]
         e = env.unsqueeze(1).expand(-1, seq_len)
@@ -199,6 +206,8 @@ class ReplayBuffer:
         for k, v in state["data"].items():
             if k in self.data:  # annotations the saving run did not keep stay zero
                 self.data[k][:filled] = v.to(self.device)
+        if self._host is None:
+            self._terminated_host[:filled] = state["data"]["terminated"].cpu().numpy()
         self.pos = int(state["pos"])
         self.filled = filled
         self.written = int(state.get("written", filled))

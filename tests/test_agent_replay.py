@@ -191,3 +191,24 @@ def test_without_terminations_the_terminal_fraction_changes_nothing() -> None:
         assert torch.equal(plain[k], asked[k]), k
     with pytest.raises(ValueError, match=r"terminal_fraction must be in \[0, 1\], got 1.5"):
         buf.sample(4, 2, terminal_fraction=1.5)
+
+
+def test_the_device_path_keeps_its_own_record_of_terminations() -> None:
+    # off the CPU, add() writes tensors and mirrors `terminated` on the host, where the
+    # terminal windows are found; emulate it on the CPU and compare with the NumPy path
+    host, device = ReplayBuffer(40, 1, (1,)), ReplayBuffer(40, 1, (1,))
+    device._host, device._terminated_host = None, np.zeros((40, 1), dtype=bool)
+    for t in range(60):
+        host.add(ends_every_10th(t))
+        device.add(ends_every_10th(t))
+    restored = ReplayBuffer(40, 1, (1,))
+    restored._host, restored._terminated_host = None, np.zeros((40, 1), dtype=bool)
+    restored.load_state_dict(device.state_dict())
+    batches = []
+    for buf in (host, device, restored):
+        torch.manual_seed(8)
+        batches.append(buf.sample(32, seq_len=3, terminal_fraction=0.5))
+    for other in batches[1:]:
+        for k in batches[0]:
+            assert torch.equal(batches[0][k], other[k]), k
+    assert bool(batches[0]["terminated"][:16].any(1).all())

@@ -761,14 +761,10 @@ class DeepActiveInferenceAgent:
     def _encode_first_and_last(self, obs0: Tensor, o_last: Tensor) -> tuple[Tensor, Tensor]:
         """Latent means of the first observations ``obs0[B, ...]`` (with gradient when the
         critic trains the encoder) and of the bootstrap observations ``o_last[B, ...]``
-        (without): ``([B, Z], [B, Z])``, from one encoder pass when a gradient is wanted."""
-        b = obs0.shape[0]
-        if self.critic_trains_encoder:
+        (without): ``([B, Z], [B, Z])``, from one encoder pass."""
+        with torch.set_grad_enabled(self.critic_trains_encoder):
             z, _ = self.encoder(self.preprocess(torch.cat([obs0, o_last])))
-            return z[:b], z[b:].detach()
-        with torch.no_grad():
-            z, _ = self.encoder(self.preprocess(torch.cat([obs0, o_last])))
-        return z[:b], z[b:]
+        return z[: obs0.shape[0]], z[obs0.shape[0] :].detach()
 
     @torch.no_grad()
     def _refresh_epistemic(self, slot: Tensor, env: Tensor) -> Tensor:

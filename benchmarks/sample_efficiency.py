@@ -10,6 +10,8 @@ separate evaluation environment. From each run's evaluation history we report:
   The machine is shared and every run uses one thread, so CPU time is the fairer
   comparison between runs that overlapped with different loads;
 * final eval — mean ± std of the last evaluation;
+* 2nd-half evals ≥ target — of the evaluations in the run's second half, how many
+  reached the target (pooled over seeds in the summary): whether a run holds it;
 * wall time and env steps/s of the whole run.
 
 A summary row per algorithm gives medians over seeds, counting a seed that never
@@ -218,6 +220,20 @@ def time_to_target(
     return None
 
 
+def late_evals_at_target(evals: Sequence[Sequence[float]], target: float) -> tuple[int, int]:
+    """``(k, n)``: of the n evaluations in the second half of a run (step ≥ half the last
+    evaluation's step), k have mean ≥ ``target``. One final evaluation can be a lucky or
+    an unlucky draw; this says whether a run *holds* the target.
+
+    Args:
+        evals: ``(step, mean, ...)`` tuples in training order.
+    """
+    if not evals:
+        return 0, 0
+    late = [e for e in evals if 2 * e[0] >= evals[-1][0]]
+    return sum(e[1] >= target for e in late), len(late)
+
+
 def median_with_failures(values: Sequence[float | None]) -> float:
     """Median where ``None`` (target never reached) counts as +∞.
 
@@ -259,6 +275,7 @@ def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any
         times = [time_to_target(r.evals, target) for r in ok]
         cpu_times = [time_to_target(r.evals, target, cpu=True) for r in ok]
         finals = [r.final[0] for r in ok]
+        late = [late_evals_at_target(r.evals, target) for r in ok]
         rows.append(
             {
                 "algo": algo,
@@ -270,6 +287,7 @@ def summarise(results: Sequence[RunResult], target: float) -> list[dict[str, Any
                 "median_cpu_time": median_with_failures(cpu_times) if ok else math.nan,
                 "median_final": statistics.median(finals) if finals else math.nan,
                 "final_at_target": sum(f >= target for f in finals),
+                "late_at_target": (sum(k for k, _ in late), sum(n for _, n in late)),
                 "median_wall": statistics.median(r.wall_time for r in ok) if ok else math.nan,
                 "median_sps": statistics.median(r.sps for r in ok) if ok else math.nan,
             }
@@ -281,28 +299,30 @@ def markdown_tables(results: Sequence[RunResult], target: float) -> str:
     """Per-run table, then the per-algorithm summary with ratios against ``daif``."""
     lines = [
         "| algo | seed | steps to target | time to target (s, wall / CPU) | final eval "
-        "| wall time (s) | env steps/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| 2nd-half evals ≥ target | wall time (s) | env steps/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(results, key=lambda r: (r.algo, r.seed)):
         if r.error is not None:
-            lines.append(f"| {r.algo} | {r.seed} | error: {r.error.splitlines()[-1][:80]} |||||")
+            lines.append(f"| {r.algo} | {r.seed} | error: {r.error.splitlines()[-1][:80]} ||||||")
             continue
         mean, std = r.final
+        k, n = late_evals_at_target(r.evals, target)
         lines.append(
             f"| {r.algo} | {r.seed} | {_fmt(steps_to_target(r.evals, target))} "
             f"| {_fmt(time_to_target(r.evals, target), 1)} / "
             f"{_fmt(time_to_target(r.evals, target, cpu=True), 1)} | {mean:.1f} ± {std:.1f} "
-            f"| {r.wall_time:.0f} | {r.sps:.0f} |"
+            f"| {k}/{n} | {r.wall_time:.0f} | {r.sps:.0f} |"
         )
     rows = summarise(results, target)
     ref = next((row for row in rows if row["algo"] == "daif"), None)
     lines += [
         "",
         "| algo (median over seeds) | solved | steps to target "
-        "| time to target (s, wall / CPU) | final eval | final ≥ target | wall time (s) "
-        "| env steps/s | ratio vs daif: steps | wall time | CPU time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| time to target (s, wall / CPU) | final eval | final ≥ target "
+        "| 2nd-half evals ≥ target | wall time (s) | env steps/s "
+        "| ratio vs daif: steps | wall time | CPU time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if ref is None or row is ref:
@@ -316,7 +336,8 @@ def markdown_tables(results: Sequence[RunResult], target: float) -> str:
             f"| **{row['algo']}** | {row['solved']}/{row['seeds']}{errors} "
             f"| {_fmt(row['median_steps'])} | {_fmt(row['median_time'], 1)} / "
             f"{_fmt(row['median_cpu_time'], 1)} | {_fmt(row['median_final'], 1)} "
-            f"| {row['final_at_target']}/{row['seeds']} | {_fmt(row['median_wall'])} "
+            f"| {row['final_at_target']}/{row['seeds']} "
+            f"| {row['late_at_target'][0]}/{row['late_at_target'][1]} | {_fmt(row['median_wall'])} "
             f"| {_fmt(row['median_sps'])} | {rs} | {rt} | {rc} |"
         )
     return "\n".join(lines)

@@ -40,6 +40,15 @@ def test_negative_targets_work_as_for_acrobot():
     assert bench.steps_to_target(history, -100.0) == 7500
 
 
+def test_late_evals_count_the_second_half_of_the_run():
+    # last eval at 12500: the second half is 6250 onwards, i.e. 7500, 10000 and 12500
+    assert bench.late_evals_at_target(HISTORY, 475.0) == (2, 3)
+    assert bench.late_evals_at_target(HISTORY, 501.0) == (0, 3)
+    # an eval exactly at the half counts: 2500 of 5000
+    assert bench.late_evals_at_target([(2500, 500.0), (5000, 10.0)], 475.0) == (1, 2)
+    assert bench.late_evals_at_target([], 475.0) == (0, 0)
+
+
 def test_median_counts_unsolved_seeds_as_infinite():
     assert bench.median_with_failures([10, None, 30]) == 30  # sorted: 10, 30, ∞
     assert bench.median_with_failures([None, None, 5]) == math.inf  # 5, ∞, ∞
@@ -73,6 +82,7 @@ def test_summary_of_two_algorithms():
     assert daif["median_cpu_time"] == 9.0  # 5, 9, ∞
     assert daif["median_final"] == 470.0  # 20, 470, 500
     assert daif["final_at_target"] == 1
+    assert daif["late_at_target"] == (2, 6)  # seed 0: 5000; seed 1: 2500; seed 2: none
     assert daif["median_wall"] == 20.0
     assert daif["median_sps"] == 250.0  # 5000/20, 5000/25, 5000/10 -> 200, 250, 500
     assert ppo["errors"] == 1 and ppo["solved"] == 0
@@ -80,6 +90,8 @@ def test_summary_of_two_algorithms():
     table = bench.markdown_tables(runs, 475.0)
     assert "RuntimeError: boom" in table
     assert "| **daif** | 2/3 |" in table
+    assert "| 500.0 ± 0.0 | 1/2 |" in table  # seed 0's row: final, then its late evals
+    assert "| 1/3 | 2/6 |" in table  # summary: finals ≥ target, then late evals pooled
 
 
 def test_runs_survive_a_json_round_trip(tmp_path):

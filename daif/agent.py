@@ -122,11 +122,22 @@ def n_step_efe_target(
     Returns:
         ``[B]`` targets.
     """
-    b = g_step.shape[0]
     ret = (g_step * n_step_weights(terminated, truncated, gamma).to(g_step.dtype)).sum(1)
-    last = bootstrap_index(terminated, truncated)
-    keep = 1.0 - terminated[torch.arange(b, device=g_step.device), last].to(g_step.dtype)
-    return ret + gamma ** (last.to(g_step.dtype) + 1.0) * keep * v_last
+    return ret + n_step_bootstrap(v_last, terminated, bootstrap_index(terminated, truncated), gamma)
+
+
+def n_step_bootstrap(v_last: Tensor, terminated: Tensor, last: Tensor, gamma: float) -> Tensor:
+    """The tail of :func:`n_step_efe_target`: γ^{m+1} (1 − terminated_m) V(s'_m).
+
+    Args:
+        v_last: ``[B]`` E_q[G_target(s'_m, ·)]; terminated: ``[B, L]`` bool;
+        last: ``[B]`` m = :func:`bootstrap_index`; gamma: discount γ ∈ [0, 1].
+    Returns:
+        ``[B]``.
+    """
+    rows = torch.arange(last.shape[0], device=last.device)
+    keep = 1.0 - terminated[rows, last].to(v_last.dtype)
+    return gamma ** (last.to(v_last.dtype) + 1.0) * keep * v_last
 
 
 def action_gap_target(target: Tensor, g_s: Tensor, action: Tensor, alpha: float) -> Tensor:
@@ -675,8 +686,10 @@ class DeepActiveInferenceAgent:
                 batch["reward"], batch["terminated"].float(), batch["next_obs"]
             )
             v_last = self._state_value(z_last, self._target_precision())
-            target = epistemic_sum + n_step_efe_target(
-                self.risk_weight * risk, v_last, batch["terminated"], batch["truncated"], self.gamma
+            # n_step_efe_target, with the weights and the bootstrap index computed above
+            observed = (self.risk_weight * risk * weights.to(risk.dtype)).sum(1)
+            target = epistemic_sum + (
+                observed + n_step_bootstrap(v_last, batch["terminated"], last, self.gamma)
             )
             if self.action_gap > 0.0:
                 g_s = self.critic_target(z0.detach())

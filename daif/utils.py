@@ -1,8 +1,8 @@
 """Small runtime helpers shared by the trainer and the agents.
 
 Seeding, device choice, capture/restore of every global RNG (so that a resumed run
-continues the exact random stream), the autocast context for ``trainer.amp`` and the
-error an agent raises when a loss is not finite.
+continues the exact random stream), the autocast context for ``trainer.amp``, gradient-norm
+clipping, and the error an agent raises when a loss is not finite.
 """
 
 from __future__ import annotations
@@ -125,3 +125,18 @@ def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     fp16's narrow exponent range underflows small gradients; bf16 has fp32's range)."""
     enabled = check_amp(amp) == "fp16" and device.type == "cuda"
     return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale ``grads`` in place by min(1, max_norm / (‖g‖₂ + 1e-6)), ‖g‖₂ the 2-norm of all of
+    them as one vector; returns ‖g‖₂ (0-d).
+
+    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (bit for bit, tested), for
+    gradients that share one device and dtype: it skips that function's regrouping of the
+    tensors by device and dtype, half its cost on a small model's few dozen tensors.
+    """
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total

@@ -103,7 +103,13 @@ def sample_sequence_step(last: Tensor, u: Tensor) -> Tensor:
 
 
 def n_step_efe_target(
-    g_step: Tensor, v_last: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
+    g_step: Tensor,
+    v_last: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
+    weights: Tensor | None = None,
+    last: Tensor | None = None,
 ) -> Tensor:
     """Bootstrapped n-step expected-free-energy target of the first step of each sequence.
 
@@ -119,25 +125,19 @@ def n_step_efe_target(
         v_last: ``[B]`` E_q[G_target(s'_m, ·)] at the next state of step m.
         terminated, truncated: ``[B, L]`` bool.
         gamma: discount γ ∈ [0, 1].
+        weights, last: :func:`n_step_weights` ``[B, L]`` and :func:`bootstrap_index` ``[B]``
+            of these flags, when the caller already has them.
     Returns:
         ``[B]`` targets.
     """
-    ret = (g_step * n_step_weights(terminated, truncated, gamma).to(g_step.dtype)).sum(1)
-    return ret + n_step_bootstrap(v_last, terminated, bootstrap_index(terminated, truncated), gamma)
-
-
-def n_step_bootstrap(v_last: Tensor, terminated: Tensor, last: Tensor, gamma: float) -> Tensor:
-    """The tail of :func:`n_step_efe_target`: γ^{m+1} (1 − terminated_m) V(s'_m).
-
-    Args:
-        v_last: ``[B]`` E_q[G_target(s'_m, ·)]; terminated: ``[B, L]`` bool;
-        last: ``[B]`` m = :func:`bootstrap_index`; gamma: discount γ ∈ [0, 1].
-    Returns:
-        ``[B]``.
-    """
+    if weights is None:
+        weights = n_step_weights(terminated, truncated, gamma)
+    if last is None:
+        last = bootstrap_index(terminated, truncated)
+    ret = (g_step * weights.to(g_step.dtype)).sum(1)
     rows = torch.arange(last.shape[0], device=last.device)
     keep = 1.0 - terminated[rows, last].to(v_last.dtype)
-    return gamma ** (last.to(v_last.dtype) + 1.0) * keep * v_last
+    return ret + gamma ** (last.to(v_last.dtype) + 1.0) * keep * v_last
 
 
 def action_gap_target(target: Tensor, g_s: Tensor, action: Tensor, alpha: float) -> Tensor:
@@ -692,10 +692,14 @@ class DeepActiveInferenceAgent:
                 batch["reward"], batch["terminated"].float(), batch["next_obs"]
             )
             v_last = self._state_value(z_last, self._target_precision())
-            # n_step_efe_target, with the weights and the bootstrap index computed above
-            observed = (self.risk_weight * risk * weights.to(risk.dtype)).sum(1)
-            target = epistemic_sum + (
-                observed + n_step_bootstrap(v_last, batch["terminated"], last, self.gamma)
+            target = epistemic_sum + n_step_efe_target(
+                self.risk_weight * risk,
+                v_last,
+                batch["terminated"],
+                batch["truncated"],
+                self.gamma,
+                weights=weights,
+                last=last,
             )
             if self.action_gap > 0.0:
                 g_s = self.critic_target(z0.detach())

@@ -7,7 +7,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import daif.config  # noqa: F401  (registers the config schemas before Hydra composes)
 from daif.checkpoint import CheckpointError
 from daif.config import ConfigError
 from daif.trainer import train

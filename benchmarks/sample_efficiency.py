@@ -402,7 +402,7 @@ def preset_trainer_overrides(preset: str) -> list[str]:
     """
     from omegaconf import OmegaConf
 
-    node = OmegaConf.load(CONFIG_DIR / "env" / f"{preset}.yaml").get("trainer") or {}
+    node = OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").get("trainer") or {}
     return [f"trainer.{key}={value}" for key, value in node.items()]
 
 

@@ -8,8 +8,8 @@ CPU, or wall seconds between CUDA synchronisations on a GPU:
   ``maths.gaussian_mixture_info_gain`` and by the direct definition that builds every
   pairwise KL as one ``[K, K, B·L, Z]`` tensor (what it replaced);
 * the critic's and the model's loss (forward only), the critic's with its epistemic
-  terms at every step of the n-step target, at one sampled step and read from the replay
-  cache (``epistemic_estimate``);
+  terms evaluated at every step of the n-step target or read from the replay cache
+  (``epistemic_estimate``);
 * a whole gradient step (sample, losses, backward, clip, Adam, target update), one on
   which the model trains too (with the cache refresh, for ``cached``) and one on which
   only the critic does (``model_update_every`` > 1 alternates the two), per estimate;
@@ -22,6 +22,7 @@ Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import sys
@@ -37,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from daif import maths  # noqa: E402
-from daif.protocol import Transition  # noqa: E402
+from daif.build import make_agent  # noqa: E402
+from daif.deep.epistemic import EPISTEMIC_SOURCES  # noqa: E402
+from daif.protocol import AgentContext, Transition  # noqa: E402
 from daif.utils import autocast  # noqa: E402
 
 
@@ -76,29 +79,41 @@ def loss_forward(agent, loss_fn: Callable[[dict], object], batch: dict) -> Calla
 
 
 def with_estimate(agent, estimate: str, fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` run with ``agent.epistemic_estimate`` set to ``estimate`` (then restored)."""
+    """``fn`` run with the agent's epistemic source replaced by one of kind ``estimate``
+    (``exact`` or ``cached``; the same weights and baseline), then restored."""
+    c = agent.config
+    source = EPISTEMIC_SOURCES[estimate](
+        agent.world_model, c.ambiguity_weight, c.info_gain_weight, c.critic_trains_encoder
+    )
+    source.baseline = agent.epistemic.baseline
 
     def call() -> object:
-        saved, agent.epistemic_estimate = agent.epistemic_estimate, estimate
+        saved, agent.epistemic = agent.epistemic, source
         try:
             return fn()
         finally:
-            agent.epistemic_estimate = saved
+            agent.epistemic = saved
+
+    return call
+
+
+def with_model_every(agent, every: int, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with ``agent.model_update_every`` set to ``every`` (then restored)."""
+
+    def call() -> object:
+        saved = agent.config
+        agent.config = dataclasses.replace(saved, model_update_every=every)
+        try:
+            return fn()
+        finally:
+            agent.config = saved
 
     return call
 
 
 def model_step(agent) -> Callable[[], object]:
     """A gradient step on which the model trains too (whatever ``model_update_every``)."""
-
-    def call() -> object:
-        saved, agent.model_update_every = agent.model_update_every, 1
-        try:
-            return agent._gradient_step()
-        finally:
-            agent.model_update_every = saved
-
-    return call
+    return with_model_every(agent, 1, agent._gradient_step)
 
 
 def critic_only_step(agent) -> Callable[[], object]:
@@ -106,14 +121,10 @@ def critic_only_step(agent) -> Callable[[], object]:
     of every ``model_update_every``)."""
 
     def call() -> object:
-        saved, agent.model_update_every = agent.model_update_every, 1 << 30
         agent.num_updates = 1  # not a multiple of the interval
-        try:
-            return agent._gradient_step()
-        finally:
-            agent.model_update_every = saved
+        return agent._gradient_step()
 
-    return call
+    return with_model_every(agent, 1 << 30, call)
 
 
 def build_agent(
@@ -124,22 +135,18 @@ def build_agent(
     compile: bool = False,
 ):
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=[f"env={preset}", *overrides])
     env = gym.make(cfg.env.id, **cfg.env.kwargs)
-    agent = instantiate(
-        cfg.agent,
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        num_envs=1,
-        env=env,
-        device=device,
+    ctx = AgentContext(
+        env.observation_space,
+        env.action_space,
+        device=torch.device(device),
         amp=amp,
         compile=compile,
     )
-    return agent, env
+    return make_agent(cfg.agent, ctx), env
 
 
 def fill(agent, env: gym.Env, steps: int, seed: int = 0) -> np.ndarray:
@@ -185,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     agent, env = build_agent(args.env, args.overrides, device, args.amp, args.compile)
-    obs = fill(agent, env, max(2000, agent.batch_size * agent.n_step))
+    c = agent.config
+    obs = fill(agent, env, max(2000, c.batch_size * c.n_step))
 
-    batch = agent.replay.sample(agent.batch_size, agent.n_step)
+    batch = agent.replay.sample(c.batch_size, c.n_step)
     with torch.no_grad():
-        z, _ = agent.encoder(agent.preprocess(batch["obs"]).flatten(0, 1))
-        means, stds = agent.transition(z, batch["action"].flatten())
+        z = agent.world_model.encode(batch["obs"].flatten(0, 1))
+        means, stds = agent.world_model.transition(z, batch["action"].flatten())
     torch.testing.assert_close(
         maths.gaussian_mixture_info_gain(means, stds),
         pairwise_info_gain(means, stds).clamp(min=0),
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         rtol=1e-4,
     )
     n = means.shape[1]
+
+    def model_loss(b: dict) -> object:
+        return agent._model_fn(b, c.free_nats)
 
     rows = [
         (
@@ -210,14 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             with_estimate(agent, "exact", loss_forward(agent, agent._critic_fn, batch)),
         ),
         (
-            "critic loss (forward), epistemic terms at one sampled step",
-            with_estimate(agent, "sampled", loss_forward(agent, agent._critic_fn, batch)),
-        ),
-        (
             "critic loss (forward), epistemic terms read from the cache",
             with_estimate(agent, "cached", loss_forward(agent, agent._critic_fn, batch)),
         ),
-        ("model loss (forward)", loss_forward(agent, agent._model_fn, batch)),
+        ("model loss (forward)", loss_forward(agent, model_loss, batch)),
         *(
             (
                 f"gradient step, {kind}, epistemic terms {how}",
@@ -226,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
             for kind, step in (("model + critic", model_step), ("critic only", critic_only_step))
             for estimate, how in (
                 ("exact", "at every step"),
-                ("sampled", "at one sampled step"),
                 ("cached", "from the cache (model steps refresh it)"),
             )
         ),
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Deep agent update cost: env={args.env} {' '.join(args.overrides)}")
     print(
         f"\n{where}, torch {torch.__version__}, 1 CPU thread, {switches}; batch "
-        f"{agent.batch_size} × n_step {agent.n_step}; {clock} ms per call, "
+        f"{c.batch_size} × n_step {c.n_step}; {clock} ms per call, "
         f"mean of {args.repeats}\n"
     )
     print(f"| what | {clock} ms / call |")

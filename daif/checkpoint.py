@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 FORMAT = "daif-checkpoint"
-VERSION = 1
+# 2: the deep agent in daif.deep (a world_model module, renamed hyperparameters). Files of
+# version 1 name classes and keys that no longer exist: they are refused, not half-loaded.
+VERSION = 2
 CHECKPOINT_SUBDIR = "checkpoints"
 LAST = "last.pt"
 
@@ -95,8 +97,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(file)!r} is not a daif checkpoint")
     if data.get("version") != VERSION:
+        why = (
+            " (written before the deep agent moved to daif.deep; retrain, or evaluate it with "
+            "daif 0.1)"
+            if data.get("version") == 1
+            else ""
+        )
         raise CheckpointError(
-            f"{str(file)!r} has checkpoint version {data.get('version')}, expected {VERSION}"
+            f"{str(file)!r} has checkpoint version {data.get('version')}, this daif reads "
+            f"version {VERSION}{why}"
         )
     data["path"] = str(file)
     return data

@@ -1,33 +1,26 @@
 """The trainer's configuration schema and its validation.
 
 The ``trainer``, ``logger`` and ``env`` nodes of ``configs/train.yaml`` are described by
-the dataclasses below (registered in Hydra's ConfigStore under ``daif_schema/``).
-:func:`validate_config` checks a composed config against them *before* anything is
-built — type, range and choice — and raises :class:`ConfigError` naming the dotted key
-and the bad value. Agents use the small ``check_*`` helpers for their own
-``agent.*`` hyperparameters so that every message has the same shape.
+the dataclasses below. :func:`validate_config` checks a composed config against them
+*before* anything is built — type, range and choice — and raises :class:`ConfigError`
+naming the dotted key and the bad value (the checks themselves are in
+:mod:`daif.validation`, which agents use for their own ``agent.*`` hyperparameters).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from daif.envs import check_env_id
 from daif.utils import AMP_MODES
+from daif.validation import ConfigError, check_choice, check_int
 
 LOGGER_BACKENDS: tuple[str, ...] = ("tensorboard", "none")
-
-
-class ConfigError(ValueError):
-    """A configuration value is of the wrong type or impossible; the message names the key."""
 
 
 @dataclass
@@ -68,17 +61,6 @@ class EnvConfig:
 
     id: str = "CartPole-v1"
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def register_schemas() -> None:
-    """Store the schemas in Hydra's ConfigStore (``daif_schema/{trainer,logger,env}``)."""
-    cs = ConfigStore.instance()
-    cs.store(group="daif_schema", name="trainer", node=TrainerConfig)
-    cs.store(group="daif_schema", name="logger", node=LoggerConfig)
-    cs.store(group="daif_schema", name="env", node=EnvConfig)
-
-
-register_schemas()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -129,46 +111,6 @@ def check_schema(node: Any, schema: type, prefix: str) -> None:
                 f"{prefix}.{name}: expected {_type_name(hints[name])}, "
                 f"got {value!r} ({type(value).__name__})"
             )
-
-
-def check_int(key: str, value: Any, *, minimum: int | None = None) -> int:
-    """Require an int (not a bool) ≥ ``minimum``; return it."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an int, got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
-    return value
-
-
-def check_positive(key: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Require a finite real number > 0 (≥ 0 with ``allow_zero``); return it as float.
-
-    Example: ``check_positive("agent.lr", lr)`` → ``agent.lr: must be > 0, got -0.001``.
-    """
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key}: must be {'>=' if allow_zero else '>'} 0, got {value}")
-    return float(value)
-
-
-def check_range(key: str, value: Any, low: float, high: float, *, inclusive: bool = True) -> float:
-    """Require ``low ≤ value ≤ high`` (strict with ``inclusive=False``); return it as float."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-    ok = low <= value <= high if inclusive else low < value < high
-    if not ok:
-        brackets = "[]" if inclusive else "()"
-        raise ConfigError(f"{key}: must be in {brackets[0]}{low}, {high}{brackets[1]}, got {value}")
-    return float(value)
-
-
-def check_choice(key: str, value: Any, choices: Iterable[Any]) -> Any:
-    """Require ``value in choices``; return it."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}: unknown value {value!r}; choose one of {choices}")
-    return value
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerConfig:
@@ -229,5 +171,8 @@ def validate_config(cfg: DictConfig) -> tuple[TrainerConfig, LoggerConfig, EnvCo
     check_int("seed", seed, minimum=0)
     agent = cfg.get("agent")
     if agent is None or "_target_" not in agent:
-        raise ConfigError("agent: missing or has no _target_; pick one with agent=<name>")
+        raise ConfigError(
+            "agent: missing; configs/experiment/<env>.yaml chooses it for a preset, "
+            "else pass +agent=<name> (daif, daif_conv, pomdp)"
+        )
     return trainer_settings(cfg), logger_settings(cfg), env_settings(cfg)

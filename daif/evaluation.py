@@ -1,76 +1,26 @@
-"""Vector-env construction and deterministic evaluation episodes, shared by the trainer
-and ``evaluate.py``.
-
-Autoreset: daif uses Gymnasium's ``SAME_STEP`` autoreset mode. When a sub-env's episode
-ends, ``step`` returns the *first observation of the next episode* in ``obs`` and the true
-final observation in ``infos["final_obs"][i]``; :func:`true_next_obs` puts the latter back
-so that a transition's ``next_obs`` is always the observation the action produced.
-"""
+"""Deterministic evaluation episodes, shared by the trainer and ``evaluate.py``, and the
+evaluation of a saved checkpoint."""
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import hydra
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from daif.build import make_agent
 from daif.checkpoint import CheckpointError, load_checkpoint
-from daif.config import check_int, env_settings, trainer_settings
-from daif.envs import make_env
+from daif.config import env_settings, trainer_settings
+from daif.envs import make_vector_env
+from daif.protocol import AgentContext
 from daif.utils import pick_device, seed_everything
+from daif.validation import check_int
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs get reset seeds disjoint from the training envs'
-
-
-def _make(env_id: str, kwargs: Mapping[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None):
-    env = make_env(env_id, **dict(kwargs))
-    return wrapper(env) if wrapper is not None else env
-
-
-def make_vector_env(
-    env_id: str,
-    kwargs: Mapping[str, Any],
-    num_envs: int,
-    wrapper: Callable[[gym.Env], gym.Env] | None = None,
-) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` copies of ``env_id`` in a ``SyncVectorEnv`` with SAME_STEP autoreset.
-
-    Args:
-        env_id: Gymnasium id (daif's ``daif/...`` ids included).
-        kwargs: keyword arguments for ``gymnasium.make``.
-        num_envs: number of sub-envs (≥ 1).
-        wrapper: optional function applied to each sub-env (e.g. ``RecordVideo``).
-    """
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fn = functools.partial(_make, env_id, dict(kwargs), wrapper)
-    return gym.vector.SyncVectorEnv(
-        [fn] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
-
-
-def true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
-    """``next_obs`` with rows of finished sub-envs replaced by their final observation.
-
-    Args:
-        next_obs: ``[N, *obs_shape]`` from ``step`` (reset obs where ``done``).
-        done: ``[N]`` bool, ``terminated | truncated``.
-        infos: the step's info dict (``final_obs`` is an object array in SAME_STEP mode).
-    """
-    if not done.any():
-        return next_obs
-    out = np.array(next_obs, copy=True)
-    final = infos["final_obs"]
-    for i in np.flatnonzero(done):
-        out[i] = final[i]
-    return out
 
 
 def run_episodes(
@@ -194,18 +144,19 @@ def evaluate_checkpoint(
 
     n_envs = 1 if video else min(episodes, t.num_envs)
     envs = make_vector_env(env.id, kwargs, n_envs, wrapper=wrapper)
-    model_env = make_env(env.id, **env.kwargs)
     torch_device = pick_device(device)
     try:
-        agent = hydra.utils.instantiate(
+        agent = make_agent(
             cfg.agent,
-            observation_space=envs.single_observation_space,
-            action_space=envs.single_action_space,
-            num_envs=t.num_envs,
-            env=model_env,
-            device=torch_device,
-            amp=t.amp,
-            compile=False,
+            AgentContext(
+                observation_space=envs.single_observation_space,
+                action_space=envs.single_action_space,
+                num_envs=t.num_envs,
+                device=torch_device,
+                amp=t.amp,
+                env_id=env.id,
+                env_kwargs=env.kwargs,
+            ),
         )
         agent.load_state_dict(ckpt["agent"])
     except Exception as exc:
@@ -219,7 +170,6 @@ def evaluate_checkpoint(
             returns, lengths = run_episodes(agent, envs, episodes, reset_seed, deterministic)
     finally:
         envs.close()  # RecordVideo writes its last file on close
-        model_env.close()
 
     summary: dict[str, Any] = {
         "checkpoint": str(ckpt_path),

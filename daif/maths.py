@@ -1,8 +1,8 @@
 """The mathematics of free energy, written once.
 
-Both the deep agent (``daif.agent``) and the discrete planner (``daif.pomdp``) import
+Both the deep agent (``daif.deep``) and the discrete planner (``daif.pomdp``) import
 from here, so a KL, an entropy or an expected-free-energy term has exactly one
-implementation in the code base.
+implementation in the code base, and every function here is used by one of them.
 
 Conventions
 -----------
@@ -52,25 +52,9 @@ def softmax(x: Tensor, precision: float | Tensor = 1.0, dim: int = -1) -> Tensor
     return torch.softmax(x * precision, dim=dim)
 
 
-def log_softmax(x: Tensor, precision: float | Tensor = 1.0, dim: int = -1) -> Tensor:
-    """ln σ(γ·x) along ``dim``, stable for large |γ·x|."""
-    return torch.log_softmax(x * precision, dim=dim)
-
-
 def symlog(x: Tensor) -> Tensor:
     """symlog(x) = sign(x)·ln(1 + |x|): compresses large magnitudes, identity near 0."""
     return torch.sign(x) * torch.log1p(torch.abs(x))
-
-
-def symexp(x: Tensor) -> Tensor:
-    """Inverse of :func:`symlog`: sign(x)·(exp(|x|) − 1)."""
-    return torch.sign(x) * torch.expm1(torch.abs(x))
-
-
-def unimix(probs: Tensor, mix: float, dim: int = -1) -> Tensor:
-    """(1 − ε)·p + ε/K: keeps every category's probability ≥ ε/K (no log(0))."""
-    k = probs.shape[dim]
-    return (1.0 - mix) * probs + mix / k
 
 
 def free_bits(kl: Tensor, nats: float) -> Tensor:
@@ -96,28 +80,12 @@ def entropy(p: Tensor, dim: int = -1) -> Tensor:
     return -(p * log_stable(p)).sum(dim)
 
 
-def kl_categorical(q: Tensor, p: Tensor, dim: int = -1) -> Tensor:
-    """KL[q ‖ p] = Σ_i q_i (ln q_i − ln p_i) (nats).
-
-    Args:
-        q, p: probabilities of equal (broadcastable) shape, normalised along ``dim``.
-    Returns:
-        the broadcast shape with ``dim`` reduced.
-    """
-    return kl_categorical_to_log(q, log_stable(p), dim)
-
-
 def kl_categorical_to_log(q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
     """KL[q ‖ p] = Σ_i q_i (ln q_i − ln p_i) with p given as log-probabilities ``log_p``.
 
     Used where p is only known in log space (a log prior, log preferences).
     """
     return (q * (log_stable(q) - log_p)).sum(dim)
-
-
-def kl_categorical_logits(log_q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
-    """KL[q ‖ p] from log-probabilities: Σ_i q_i (ln q_i − ln p_i)."""
-    return (log_q.exp() * (log_q - log_p)).sum(dim)
 
 
 # ---------------------------------------------------------------------------
@@ -208,31 +176,6 @@ def gaussian_mixture_info_gain(means: Tensor, stds: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 # Expected free energy terms
 # ---------------------------------------------------------------------------
-def risk(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:
-    """Risk = KL[q(o) ‖ P̃(o)] = Σ_o q(o) (ln q(o) − ln P̃(o)).
-
-    Args:
-        q_o: predicted outcome distribution, normalised along ``dim``.
-        log_c: log prior preferences ln P̃(o) (normalised log-probabilities).
-    """
-    return kl_categorical_to_log(q_o, log_c, dim)
-
-
-def expected_utility(q_o: Tensor, log_c: Tensor, dim: int = -1) -> Tensor:
-    """Utility (pragmatic value) = Σ_o q(o) ln P̃(o) = E_q(o)[ln P̃(o)]."""
-    return (q_o * log_c).sum(dim)
-
-
-def ambiguity(likelihood_entropy: Tensor, q_s: Tensor, dim: int = -1) -> Tensor:
-    """Ambiguity = E_q(s)[H[p(o|s)]] = Σ_s q(s) H[p(o|s)].
-
-    Args:
-        likelihood_entropy: H[p(o|s)] per state, ``[..., S]``.
-        q_s: predicted state distribution, ``[..., S]``.
-    """
-    return (q_s * likelihood_entropy).sum(dim)
-
-
 def states_info_gain(q_o: Tensor, expected_likelihood_entropy: Tensor, dim: int = -1) -> Tensor:
     """Information gain about states = I(o; s) = H[q(o)] − E_q(s)[H[p(o|s)]].
 

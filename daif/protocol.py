@@ -9,10 +9,13 @@ both are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import gymnasium as gym
 import numpy as np
+import torch
 
 
 @dataclass
@@ -33,6 +36,35 @@ class Transition:
     truncated: np.ndarray  # [N] bool
 
 
+@dataclass(frozen=True)
+class AgentContext:
+    """What the trainer knows when it builds an agent; each agent takes what it needs.
+
+    Attributes:
+        observation_space, action_space: one sub-env's spaces.
+        num_envs: N, the vector envs' width (a transition batch has N rows).
+        device: where tensors live.
+        amp: ``off`` | ``bf16`` | ``fp16`` (``trainer.amp``).
+        compile: ``torch.compile`` the learning step (``trainer.compile``).
+        env_id, env_kwargs: the environment, for an agent that builds its model from it.
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+    num_envs: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: str = "off"
+    compile: bool = False
+    env_id: str = ""
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def make_env(self) -> gym.Env:
+        """One fresh instance of the environment (the caller closes it)."""
+        from daif.envs import make_env
+
+        return make_env(self.env_id, **dict(self.env_kwargs))
+
+
 @runtime_checkable
 class Agent(Protocol):
     """What ``daif.trainer.Trainer`` needs from an agent.
@@ -41,6 +73,13 @@ class Agent(Protocol):
     out of :meth:`act` as ``state`` rather than kept inside the agent, so that the
     trainer can run training and evaluation environments side by side.
     """
+
+    @classmethod
+    def from_context(cls, ctx: AgentContext, **hparams: Any) -> Agent:
+        """Build the agent from the trainer's context and its ``agent`` config (hyper-
+        parameters, networks already instantiated as factories); :func:`daif.build.make_agent`
+        is the only caller."""
+        ...
 
     def initial_state(self, num_envs: int) -> Any:
         """Per-episode memory for ``num_envs`` fresh episodes (``None`` if stateless)."""

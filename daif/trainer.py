@@ -1,7 +1,7 @@
 """The agent-agnostic training loop: vector envs, evaluation, logging, checkpoints.
 
 ``train(cfg)`` is the whole API: it validates the composed Hydra config, builds the
-vector envs and the agent (``hydra.utils.instantiate(cfg.agent, ...)``), then repeats
+vector envs and the agent (:func:`daif.build.make_agent`), then repeats
 
     act → step the envs → observe(Transition) → update(global_step)
 
@@ -11,7 +11,7 @@ It talks to the agent only through :class:`daif.protocol.Agent`.
 
 Terminated vs truncated: the Transition carries both flags. Gymnasium's SAME_STEP
 autoreset is used; the true final observation of an ended episode is taken from
-``infos["final_obs"]`` (see :mod:`daif.evaluation`), so a time-limit truncation still
+``infos["final_obs"]`` (see :mod:`daif.envs`), so a time-limit truncation still
 has its real next state and the agent can bootstrap from it.
 """
 
@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from daif.build import make_agent
 from daif.checkpoint import (
     LAST,
     CheckpointError,
@@ -41,11 +40,11 @@ from daif.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from daif.config import ConfigError, EnvConfig, LoggerConfig, TrainerConfig, validate_config
-from daif.envs import make_env
-from daif.evaluation import EVAL_SEED_OFFSET, make_vector_env, run_episodes, true_next_obs
+from daif.config import EnvConfig, LoggerConfig, TrainerConfig, validate_config
+from daif.envs import make_vector_env, true_next_obs
+from daif.evaluation import EVAL_SEED_OFFSET, run_episodes
 from daif.logger import Logger, to_float
-from daif.protocol import Transition
+from daif.protocol import AgentContext, Transition
 from daif.utils import (
     NonFiniteLossError,
     capture_rng_state,
@@ -134,24 +133,22 @@ class Trainer:
         seed_everything(self.seed)
         n = self.t.num_envs
         self.envs = make_vector_env(self.env_cfg.id, self.env_cfg.kwargs, n)
-        self.model_env = make_env(self.env_cfg.id, **self.env_cfg.kwargs)
         try:
-            self.agent = hydra.utils.instantiate(
+            self.agent = make_agent(
                 cfg.agent,
-                observation_space=self.envs.single_observation_space,
-                action_space=self.envs.single_action_space,
-                num_envs=n,
-                env=self.model_env,
-                device=self.device,
-                amp=self.t.amp,
-                compile=self.t.compile,
+                AgentContext(
+                    observation_space=self.envs.single_observation_space,
+                    action_space=self.envs.single_action_space,
+                    num_envs=n,
+                    device=self.device,
+                    amp=self.t.amp,
+                    compile=self.t.compile,
+                    env_id=self.env_cfg.id,
+                    env_kwargs=self.env_cfg.kwargs,
+                ),
             )
-        except InstantiationException as exc:
+        except BaseException:
             self.envs.close()
-            self.model_env.close()
-            # Agents reject bad hyperparameters with a ValueError naming `agent.<key>`.
-            if isinstance(exc.__cause__, ValueError):
-                raise ConfigError(str(exc.__cause__)) from exc
             raise
         self.eval_envs = None
         if self.t.eval_episodes > 0:
@@ -377,7 +374,6 @@ class Trainer:
             self.envs.close()
             if self.eval_envs is not None:
                 self.eval_envs.close()
-            self.model_env.close()
 
         wall = time.perf_counter() - start_time
         final_mean, final_std = (

@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from daif.config import check_positive, check_range  # noqa: E402
-from daif.protocol import Transition  # noqa: E402
+import daif.build  # noqa: E402, F401  (registers agent/deep_defaults before any compose)
+from daif.protocol import AgentContext, Transition  # noqa: E402
 from daif.utils import NonFiniteLossError  # noqa: E402
+from daif.validation import check_positive, check_range  # noqa: E402
 
 TEST_AGENT = "tests.conftest.LinearReinforce"
 
@@ -38,13 +39,22 @@ class LinearReinforce:
     crash checkpoint); the agent then raises :class:`NonFiniteLossError` as real agents do.
     """
 
+    @classmethod
+    def from_context(cls, ctx: AgentContext, **hparams: Any) -> LinearReinforce:
+        return cls(
+            ctx.observation_space,
+            ctx.action_space,
+            ctx.num_envs,
+            amp=ctx.amp,
+            compile=ctx.compile,
+            **hparams,
+        )
+
     def __init__(
         self,
         observation_space: Any,
         action_space: Any,
         num_envs: int,
-        env: Any = None,
-        device: torch.device | str = "cpu",
         amp: str = "off",
         compile: bool = False,
         lr: float = 0.01,
@@ -157,7 +167,7 @@ def tiny_overrides(config_folder: Path, run_dir: Path) -> list[str]:
     """Overrides for a tiny, quiet CartPole run of the test agent in ``run_dir``."""
     return [
         f"hydra.searchpath=[file://{config_folder}]",
-        "agent=linear_pg",
+        "+agent=linear_pg",  # cartpole_test has no experiment to choose an agent
         "env=cartpole_test",
         *TINY,
         f"trainer.run_dir={run_dir}",
@@ -209,7 +219,7 @@ DEEP_TINY = [
     "agent.transition.hidden=[16]",
     "agent.transition.num_members=2",
     "agent.outcome.hidden=[16]",
-    "agent.value.hidden=[16]",
+    "agent.critic.hidden=[16]",
     "agent.batch_size=16",
     "agent.buffer_size=2000",
     "agent.learning_starts=64",

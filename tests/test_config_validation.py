@@ -10,16 +10,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from daif.config import (
-    ConfigError,
-    TrainerConfig,
-    check_choice,
-    check_int,
-    check_positive,
-    check_range,
-    validate_config,
-)
+from daif.config import TrainerConfig, validate_config
 from daif.trainer import train
+from daif.validation import ConfigError, check_choice, check_int, check_positive, check_range
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -94,3 +94,19 @@ def test_mismatched_checkpoint_is_one_line_error(trained_run, tmp_path):
     save_checkpoint(bad, {k: v for k, v in ckpt.items() if k not in ("format", "version", "path")})
     line = _one_line_error(_evaluate(f"checkpoint={bad}"))
     assert "does not fit the agent" in line and "size mismatch" in line
+
+
+def test_checkpoint_from_before_the_deep_package_is_refused_in_one_line(tmp_path):
+    # a version-1 file (daif.agent.DeepActiveInferenceAgent, `gamma`, flat modules)
+    old = tmp_path / "old.pt"
+    torch.save(
+        {
+            "format": "daif-checkpoint",
+            "version": 1,
+            "config": {"agent": {"_target_": "daif.agent.DeepActiveInferenceAgent", "gamma": 0.99}},
+            "agent": {"modules": {"encoder": {}}},
+        },
+        old,
+    )
+    line = _one_line_error(_evaluate(f"checkpoint={old}"))
+    assert "version 1" in line and "reads version 2" in line and "daif.deep" in line

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from daif.build import make_agent
 from daif.envs import make_env
 from daif.nets.conv import ConvDecoder, ConvEncoder
-from daif.protocol import Transition
+from daif.protocol import AgentContext, Transition
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = [
@@ -37,7 +37,7 @@ def _compose(overrides: list[str]):
 def test_preset_selects_the_conv_networks_and_the_pixel_env():
     cfg = _compose(["env=cartpole_pixels"])
     assert cfg.env.id == "daif/CartPolePixels-v0"
-    assert cfg.agent._target_ == "daif.agent.DeepActiveInferenceAgent"
+    assert cfg.agent._target_ == "daif.deep.DeepActiveInferenceAgent"
     assert cfg.agent.encoder._target_ == "daif.nets.conv.ConvEncoder"
     assert cfg.agent.decoder._target_ == "daif.nets.conv.ConvDecoder"
     env = make_env(cfg.env.id, **cfg.env.kwargs)
@@ -51,21 +51,13 @@ def test_agent_acts_and_learns_on_pixel_observations():
     np.random.seed(0)
     cfg = _compose(TINY)
     env = make_env(cfg.env.id, **cfg.env.kwargs)
-    agent = hydra.utils.instantiate(
-        cfg.agent,
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        num_envs=1,
-        env=env,
-        device=torch.device("cpu"),
-        amp="off",
-        compile=False,
-    )
-    assert isinstance(agent.encoder, ConvEncoder) and isinstance(agent.decoder, ConvDecoder)
+    agent = make_agent(cfg.agent, AgentContext(env.observation_space, env.action_space))
+    wm = agent.world_model
+    assert isinstance(wm.encoder, ConvEncoder) and isinstance(wm.decoder, ConvDecoder)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (2, 16, 32) and obs.dtype == np.uint8
     state, start = agent.initial_state(1), np.array([True])
-    before = [p.detach().clone() for p in agent.encoder.parameters()]
+    before = [p.detach().clone() for p in wm.encoder.parameters()]
     reconstruction, stored = [], []
     for step in range(1, 61):
         action, state = agent.act(obs[None], state, start)
@@ -92,7 +84,7 @@ def test_agent_acts_and_learns_on_pixel_observations():
     assert len(reconstruction) >= 40  # updates began after learning_starts
     assert {"efe/risk", "efe/ambiguity", "efe/info_gain", "free_energy/kl"} <= set(metrics)
     # the conv networks are trained: weights moved and the image likelihood improved
-    after = list(agent.encoder.parameters())
+    after = list(wm.encoder.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
     assert np.mean(reconstruction[-5:]) < np.mean(reconstruction[:5])
     # TensorBoard picture: the newest frame of the last 8 stored observations (oldest

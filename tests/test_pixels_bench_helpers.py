@@ -143,7 +143,7 @@ def test_preset_trainer_values_survive_composition():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    preset = OmegaConf.load(bench.CONFIG_DIR / "env" / "cartpole_pixels.yaml").trainer
+    preset = OmegaConf.load(bench.CONFIG_DIR / "experiment" / "cartpole_pixels.yaml").trainer
     overrides = bench.preset_trainer_overrides("cartpole_pixels")
     assert f"trainer.num_envs={preset.num_envs}" in overrides
     with initialize_config_dir(config_dir=str(bench.CONFIG_DIR), version_base=None):

@@ -70,7 +70,7 @@ def test_tmaze_through_the_trainer_logs_efe_terms_and_belief_images(tmp_path):
 
 def make_agent(env_id: str, n: int = 2, **kw) -> tuple[POMDPAgent, gym.Env]:
     env = gym.make(env_id, **kw.pop("env_kwargs", {}))
-    return POMDPAgent(env.observation_space, env.action_space, n, env=env, **kw), env
+    return POMDPAgent(env.observation_space, env.action_space, env, num_envs=n, **kw), env
 
 
 def test_adapter_satisfies_the_protocol_and_keeps_beliefs_in_state():

@@ -37,7 +37,7 @@ def _multirun(tmp_path: Path, *overrides: str) -> Path:
             "train.py",
             "-m",
             f"hydra.searchpath=[file://{folder}]",
-            "agent=linear_pg",
+            "+agent=linear_pg",
             "env=cartpole_test",
             *TINY_SWEEP,
             f"hydra.sweep.dir={sweep_dir}",
@@ -101,7 +101,7 @@ def test_optuna_preset_maximises_eval_return(tmp_path):
             sys.executable,
             "train.py",
             "-m",
-            "experiment=sweep_cartpole",
+            "hparams_search=cartpole_optuna",
             *overrides,
             *TINY_SWEEP,
             "hydra.sweeper.n_trials=2",
@@ -119,7 +119,7 @@ def test_optuna_preset_maximises_eval_return(tmp_path):
     assert result["name"] == "optuna"
     assert set(result["best_params"]) == {
         "agent.model_lr",
-        "agent.critic_lr",
+        "agent.lr",
         "agent.info_gain_weight",
         "agent.precision_final",
     }

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from daif.config import ConfigError
 from daif.trainer import Trainer, train
+from daif.validation import ConfigError
 from tests.test_trainer_tensorboard import read_scalars
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from daif.evaluation import make_vector_env, run_episodes
+from daif.envs import make_vector_env
+from daif.evaluation import run_episodes
 from daif.protocol import Transition
 from daif.trainer import Trainer, train
 from tests.test_trainer_tensorboard import read_scalars
@@ -47,6 +48,10 @@ if COUNT_ID not in gym.registry:
 
 class RecordingAgent:
     """Acts 0 always, records every Transition and every episode_start mask it is given."""
+
+    @classmethod
+    def from_context(cls, ctx: Any, **hparams: Any) -> RecordingAgent:
+        return cls(ctx.observation_space, ctx.action_space, ctx.num_envs, **hparams)
 
     def __init__(self, observation_space, action_space, num_envs, **_: Any) -> None:
         self.transitions: list[Transition] = []

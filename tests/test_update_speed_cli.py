@@ -71,15 +71,15 @@ def test_bad_arguments_are_refused_before_any_work(argv, message, capsys):
 def test_step_rows_train_the_model_only_when_they_say():
     agent, env = speed.build_agent("cartpole", [])
     speed.fill(agent, env, 300)
-    every = agent.model_update_every
+    every = agent.config.model_update_every
 
     def same(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
         return all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
 
-    decoder = [p.clone() for p in agent.decoder.parameters()]
+    decoder = [p.clone() for p in agent.world_model.decoder.parameters()]
     critic = [p.clone() for p in agent.critic.parameters()]
     speed.critic_only_step(agent)()
-    assert same(decoder, agent.decoder) and not same(critic, agent.critic)
+    assert same(decoder, agent.world_model.decoder) and not same(critic, agent.critic)
     speed.model_step(agent)()
-    assert not same(decoder, agent.decoder)
-    assert agent.model_update_every == every  # restored
+    assert not same(decoder, agent.world_model.decoder)
+    assert agent.config.model_update_every == every  # restored

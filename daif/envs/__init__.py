@@ -1,14 +1,22 @@
-"""Environment registry: Gymnasium's own envs plus daif's tasks, made by one function.
+"""Environments: Gymnasium's own plus daif's tasks, single and vectorised, built here only.
 
 daif's tasks are registered with Gymnasium under the ``daif/`` namespace (lazy string
 entry points, so importing this module imports no task code).
+
+Autoreset: vector envs use Gymnasium's ``SAME_STEP`` mode. When a sub-env's episode ends,
+``step`` returns the *first observation of the next episode* in ``obs`` and the true final
+observation in ``infos["final_obs"][i]``; :func:`true_next_obs` puts the latter back so that
+a transition's ``next_obs`` is always the observation the action produced.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 _DAIF_ENVS: dict[str, str] = {
     # deep agent, pixel observations (rendered CartPole frames, grey, stacked)
@@ -43,3 +51,49 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id, **kwargs)`` after checking that the id exists."""
     check_env_id(env_id)
     return gym.make(env_id, **kwargs)
+
+
+def _make_wrapped(
+    env_id: str, kwargs: Mapping[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None
+) -> gym.Env:
+    env = make_env(env_id, **dict(kwargs))
+    return wrapper(env) if wrapper is not None else env
+
+
+def make_vector_env(
+    env_id: str,
+    kwargs: Mapping[str, Any],
+    num_envs: int,
+    wrapper: Callable[[gym.Env], gym.Env] | None = None,
+) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``env_id`` in a ``SyncVectorEnv`` with SAME_STEP autoreset.
+
+    Args:
+        env_id: Gymnasium id (daif's ``daif/...`` ids included).
+        kwargs: keyword arguments for ``gymnasium.make``.
+        num_envs: number of sub-envs (≥ 1).
+        wrapper: optional function applied to each sub-env (e.g. ``RecordVideo``).
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    fn = functools.partial(_make_wrapped, env_id, dict(kwargs), wrapper)
+    return gym.vector.SyncVectorEnv(
+        [fn] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+def true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
+    """``next_obs`` with rows of finished sub-envs replaced by their final observation.
+
+    Args:
+        next_obs: ``[N, *obs_shape]`` from ``step`` (reset obs where ``done``).
+        done: ``[N]`` bool, ``terminated | truncated``.
+        infos: the step's info dict (``final_obs`` is an object array in SAME_STEP mode).
+    """
+    if not done.any():
+        return next_obs
+    out = np.array(next_obs, copy=True)
+    final = infos["final_obs"]
+    for i in np.flatnonzero(done):
+        out[i] = final[i]
+    return out

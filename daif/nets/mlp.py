@@ -6,17 +6,15 @@
 * :class:`TransitionEnsemble` — K Gaussian heads p_k(s'|s, a), evaluated in one batched
   matrix product per layer (no python loop over members).
 * :class:`OutcomeModel` — p(r, d | s, a): predicted reward and termination, the outcomes
-  the agent holds preferences over (used by the MPC planner in imagination; the
-  preferences themselves are in :mod:`daif.nets.preference`).
+  the agent holds preferences over (the preferences are in :mod:`daif.nets.preference`).
 * :class:`EFECritic` — the amortised expected free energy G(s, ·) of every action.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,22 +45,18 @@ def mlp(
     out_dim: int,
     activation: str = "silu",
     layer_norm: bool = False,
-    linear: Callable[[int, int], nn.Module] = nn.Linear,
 ) -> nn.Sequential:
-    """Linear → [LayerNorm] → activation, repeated, then a linear output layer.
-
-    ``linear(in, out)`` builds each affine layer (e.g. K members' :class:`EnsembleLinear`).
-    """
+    """Linear → [LayerNorm] → activation, repeated, then a linear output layer."""
     act = _activation(activation)
     layers: list[nn.Module] = []
     d = in_dim
     for h in hidden:
-        layers.append(linear(d, h))
+        layers.append(nn.Linear(d, h))
         if layer_norm:
             layers.append(nn.LayerNorm(h))
         layers.append(act())
         d = h
-    layers.append(linear(d, out_dim))
+    layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -215,8 +209,8 @@ class TransitionEnsemble(nn.Module):
 class OutcomeModel(nn.Module):
     """p(r, d | s, a): reward ~ N(r̂(s, a), 1) and termination ~ Bernoulli(sigmoid(ℓ(s, a))).
 
-    Reward and termination are the outcomes over which the agent holds preferences;
-    this model predicts them for imagined states (MPC planning).
+    Reward and termination are the outcomes over which the agent holds preferences; the
+    world model learns to predict them from the latent state.
     """
 
     def __init__(
@@ -238,13 +232,7 @@ class OutcomeModel(nn.Module):
 
 
 class EFECritic(nn.Module):
-    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``.
-
-    With ``num_members`` K > 1 it is an ensemble of K independently initialised critics
-    (one batched product per layer, like :class:`TransitionEnsemble`); G is their mean,
-    and each member regresses on the same TD target (:meth:`members`), which averages
-    out the members' approximation errors (as in Averaged-DQN, Anschel et al. 2017).
-    """
+    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``."""
 
     def __init__(
         self,
@@ -253,27 +241,14 @@ class EFECritic(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
         layer_norm: bool = False,
-        num_members: int = 1,
     ) -> None:
         super().__init__()
-        if num_members < 1:
-            raise ValueError(f"EFECritic (agent.value): num_members must be ≥ 1, got {num_members}")
-        self.num_actions, self.num_members = num_actions, num_members
-        # K members: every affine layer is K independent maps in one batched product
-        linear = nn.Linear if num_members == 1 else functools.partial(EnsembleLinear, num_members)
-        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm, linear)
-
-    def members(self, z: Tensor) -> Tensor:
-        """Every member's G: ``z[B, Z]`` → ``[K, B, A]`` (K = 1 for a single critic)."""
-        if self.num_members == 1:
-            return self.net(z).float().unsqueeze(0)
-        return self.net(z.unsqueeze(0).expand(self.num_members, -1, -1)).float()
+        self.num_actions = num_actions
+        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
 
     def forward(self, z: Tensor) -> Tensor:
-        """``z[B, Z]`` → ``G[B, A]`` (nats; lower is better), the members' mean."""
-        if self.num_members == 1:
-            return self.net(z).float()
-        return self.members(z).mean(0)
+        """``z[B, Z]`` → ``G[B, A]`` (nats; lower is better)."""
+        return self.net(z).float()
 
 
 __all__ = [
@@ -286,13 +261,3 @@ __all__ = [
     "bounded_std",
     "mlp",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # checkpoints written before the preferences moved to daif.nets.preference name
-    # `daif.nets.mlp.RewardPreference` as their _target_; keep those loadable
-    if name == "RewardPreference":
-        from daif.nets.preference import RewardPreference
-
-        return RewardPreference
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from daif.maths import entropy, log_stable, softmax
+from daif.maths import entropy, log_stable, softmax, states_info_gain
 from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
 
 __all__ = [
@@ -268,7 +268,7 @@ def state_efe_terms(
         util = per_state[..., 0]
     if use_states_info_gain:
         qo = _matmul(joint, model.LT)  # [b, N, OJ]
-        sig = entropy(qo) - per_state[..., 1]
+        sig = states_info_gain(qo, per_state[..., 1])
     return util, sig, qo
 
 

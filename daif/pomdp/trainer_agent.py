@@ -28,6 +28,7 @@ from daif.maths import entropy, log_stable
 from daif.pomdp import control, inference, learning
 from daif.pomdp.agent import Agent, check_obs
 from daif.pomdp.tasks import build_model
+from daif.protocol import AgentContext
 
 __all__ = ["POMDPAgent"]
 
@@ -38,9 +39,10 @@ class POMDPAgent:
     """Active inference on a discrete model of the environment, for the trainer.
 
     Args:
-        observation_space, action_space, num_envs, env, device, amp, compile: given by
-            the trainer (``amp``/``compile`` do not apply to tabular planning and are
-            ignored).
+        observation_space, action_space: one sub-env's spaces.
+        env: an instance of the environment, from which the generative model is built
+            (:func:`daif.pomdp.tasks.build_model`).
+        num_envs, device: the vector envs' width and the torch device.
         policy_len: planning horizon.
         inference_algo: "fpi" (fixed-point iteration at the current step) or "mmp"
             (marginal message passing over the last ``inference_horizon`` steps).
@@ -64,11 +66,9 @@ class POMDPAgent:
         self,
         observation_space: gym.Space,
         action_space: gym.Space,
+        env: gym.Env,
         num_envs: int = 1,
-        env: gym.Env | None = None,
         device: torch.device | str = "cpu",
-        amp: str = "off",
-        compile: bool = False,
         *,
         policy_len: int = 1,
         inference_algo: str = "fpi",
@@ -92,8 +92,6 @@ class POMDPAgent:
         dtype: str = "float32",
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if env is None:
-            raise ValueError("agent.env: the pomdp agent builds its model from the env; got None")
         algo = str(inference_algo).lower()
         if algo not in ("fpi", "vanilla", "mmp"):
             raise ValueError(f"agent.inference_algo must be 'fpi' or 'mmp'; got {inference_algo!r}")
@@ -174,6 +172,23 @@ class POMDPAgent:
         self._grid = (
             getattr(env.unwrapped, "size", None) if hasattr(env.unwrapped, "colours") else None
         )
+
+    @classmethod
+    def from_context(cls, ctx: AgentContext, **hparams: Any) -> POMDPAgent:
+        """Build the model from one instance of the trainer's env (tabular planning has no
+        use for ``ctx.amp`` or ``ctx.compile``)."""
+        env = ctx.make_env()
+        try:
+            return cls(
+                ctx.observation_space,
+                ctx.action_space,
+                env,
+                num_envs=ctx.num_envs,
+                device=ctx.device,
+                **hparams,
+            )
+        finally:
+            env.close()
 
     # ------------------------------------------------------------------ protocol
     def initial_state(self, num_envs: int) -> dict[str, Tensor]:

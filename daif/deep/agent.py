@@ -1,0 +1,319 @@
+"""The deep active inference agent: a world model, an expected-free-energy critic, replay.
+
+Acting: q(a|s) = softmax(−β·G(s, ·)) at the posterior mean s = ŝ(o), its mode when
+``deterministic``. Learning, one gradient step (:meth:`DeepActiveInferenceAgent.update`):
+
+1. sample B sequences of n steps from replay;
+2. the critic's n-step target (:mod:`daif.deep.efe`): the observed risk of each step plus
+   its epistemic part from the configured source (:mod:`daif.deep.epistemic`), bootstrapped
+   by the target critic;
+3. on every ``model_update_every``-th step, the world model's free energy
+   (:mod:`daif.deep.world_model`) is added to the loss;
+4. one Adam step on both, gradient norms clipped per group, then the Polyak update of the
+   target critic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from daif import maths
+from daif.deep import efe
+from daif.deep.config import DeepAgentConfig
+from daif.deep.epistemic import ANNOTATIONS, EPISTEMIC_SOURCES
+from daif.deep.world_model import MODEL_LOSS_TAGS, WorldModel
+from daif.protocol import AgentContext, Transition
+from daif.replay import ReplayBuffer
+from daif.utils import NonFiniteLossError, autocast, check_amp, clip_grad_norm_, grad_scaler
+from daif.validation import ConfigError
+
+LOSS_TAGS: tuple[str, ...] = (*MODEL_LOSS_TAGS, "losses/critic_td")
+Factory = Callable[..., nn.Module]
+
+
+class DeepActiveInferenceAgent:
+    """Deep active inference for Box observations (vectors or uint8 pixels) and discrete
+    actions.
+
+    Networks are factories that the agent calls with the sizes it knows:
+    ``encoder(obs_shape=, latent_dim=)``, ``decoder(latent_dim=, obs_shape=)``,
+    ``transition(latent_dim=, num_actions=)``, ``outcome(latent_dim=, num_actions=)``,
+    ``critic(latent_dim=, num_actions=)`` and ``preference()`` (ln P̃ of outcomes).
+    Hyperparameters: :class:`daif.deep.config.DeepAgentConfig`.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        *,
+        encoder: Factory,
+        decoder: Factory,
+        transition: Factory,
+        outcome: Factory,
+        critic: Factory,
+        preference: Factory,
+        config: DeepAgentConfig | None = None,
+        num_envs: int = 1,
+        device: torch.device | str = "cpu",
+        amp: str = "off",
+        compile: bool = False,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise ConfigError(
+                f"env: the deep agent needs a Discrete action space, got {action_space}"
+            )
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise ConfigError(
+                f"env: the deep agent needs a Box observation space, got {observation_space}"
+            )
+        self.config = c = config or DeepAgentConfig()
+        if c.buffer_size < num_envs or c.batch_size > c.buffer_size:
+            raise ConfigError(
+                f"agent.batch_size={c.batch_size} / agent.buffer_size={c.buffer_size}: the buffer "
+                f"must hold a batch and one step of trainer.num_envs={num_envs} envs"
+            )
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.amp = check_amp(amp)
+        if self.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                f"trainer.amp='fp16' needs a CUDA device, not {self.device}; use bf16"
+            )
+        self.num_actions = int(action_space.n)
+        obs_shape = tuple(int(d) for d in observation_space.shape)
+        z, na = c.latent_dim, self.num_actions
+        self.world_model = WorldModel(
+            encoder(obs_shape=obs_shape, latent_dim=z),
+            decoder(latent_dim=z, obs_shape=obs_shape),
+            transition(latent_dim=z, num_actions=na),
+            outcome(latent_dim=z, num_actions=na),
+            observation_space,
+        ).to(self.device)
+        self.critic = critic(latent_dim=z, num_actions=na).to(self.device)
+        self.preference = preference().to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._model_params = list(self.world_model.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        model_lr = c.lr if c.model_lr is None else c.model_lr
+        self._base_lrs = (model_lr, c.lr)
+        self.optimizer = torch.optim.Adam(
+            [{"params": self._model_params, "lr": model_lr}, {"params": self._critic_params}],
+            lr=c.lr,
+            fused=self.device.type in ("cpu", "cuda"),  # one kernel, not a loop over tensors
+        )
+        self.scaler = grad_scaler(self.device, self.amp)
+        self.replay = ReplayBuffer(
+            c.buffer_size,
+            num_envs,
+            obs_shape,
+            obs_dtype=torch.uint8 if self.world_model.pixels else torch.float32,
+            device=self.device,
+            annotations=ANNOTATIONS,  # kept whatever the source, so it can change on resume
+        )
+        self.epistemic = EPISTEMIC_SOURCES[c.epistemic_estimate](
+            self.world_model, c.ambiguity_weight, c.info_gain_weight, c.critic_trains_encoder
+        )
+        self.env_steps = 0
+        self.num_updates = 0
+        self._update_credit = 0.0
+        self._all_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._last_model_metrics: dict[str, Tensor] = {}
+        self._critic_fn = self.critic_loss
+        self._model_fn = self.world_model.free_energy
+        if compile:
+            self._critic_fn = torch.compile(self.critic_loss, dynamic=False)
+            self._model_fn = torch.compile(self.world_model.free_energy, dynamic=False)
+
+    @classmethod
+    def from_context(cls, ctx: AgentContext, **hparams: Any) -> DeepActiveInferenceAgent:
+        """Build from the trainer's context and the ``agent`` config (networks + fields)."""
+        nets = {
+            k: hparams.pop(k)
+            for k in ("encoder", "decoder", "transition", "outcome", "critic", "preference")
+            if k in hparams
+        }
+        return cls(
+            ctx.observation_space,
+            ctx.action_space,
+            **nets,
+            config=DeepAgentConfig.from_mapping(hparams),
+            num_envs=ctx.num_envs,
+            device=ctx.device,
+            amp=ctx.amp,
+            compile=ctx.compile,
+        )
+
+    # ------------------------------------------------------------------ acting
+    def initial_state(self, num_envs: int) -> None:
+        """s is inferred from the current observation alone: no per-episode memory."""
+        return None
+
+    @torch.no_grad()
+    def expected_free_energy(self, obs: Tensor) -> Tensor:
+        """G(s, a) of every action at s = ŝ(o): ``obs[N, ...] → [N, A]``."""
+        return self.critic(self.world_model.encode(obs))
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, state: Any, episode_start: np.ndarray, deterministic: bool = False
+    ) -> tuple[np.ndarray, None]:
+        """a ~ softmax(−β·G(s, ·)), or its mode when ``deterministic``; uniform before
+        ``learning_starts`` (G is noise then)."""
+        obs_t = torch.as_tensor(np.asarray(obs), device=self.device)
+        if not deterministic and self.env_steps < self.config.learning_starts:
+            return torch.randint(0, self.num_actions, (obs_t.shape[0],)).numpy(), None
+        with autocast(self.device, self.amp):
+            g = self.expected_free_energy(obs_t).float()
+        if deterministic:
+            return g.argmin(-1).cpu().numpy(), None
+        q = maths.softmax(-g, self.config.precision_at(self.env_steps))
+        return torch.multinomial(q, 1).squeeze(-1).cpu().numpy(), None
+
+    # ------------------------------------------------------------------ learning
+    def observe(self, transition: Transition) -> None:
+        """Store one vectorised step in replay."""
+        self.replay.add(transition)
+        self.env_steps += self.num_envs
+
+    def critic_loss(
+        self, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """Huber loss of G(s_0, a_0) against the n-step EFE target (:mod:`daif.deep.efe`) of
+        a replayed ``[B, L]`` batch: ``(loss, metrics, mean raw ambiguity seen or None)``."""
+        c = self.config
+        terminated, truncated = batch["terminated"], batch["truncated"]
+        last = efe.bootstrap_index(terminated, truncated)
+        weights = efe.n_step_weights(terminated, truncated, c.discount)  # [B, L]
+        o_last = batch["next_obs"][torch.arange(last.shape[0], device=last.device), last]
+        est = self.epistemic.estimate(batch, weights, o_last)
+        with torch.no_grad():
+            risk = -self.preference(batch["reward"], terminated.float())  # [B, L]
+            precision = c.precision_at(self.env_steps)
+            v_last = efe.state_value(
+                self.critic(est.z_last), self.critic_target(est.z_last), precision
+            )
+            target = est.weighted_sum + efe.n_step_efe_target(
+                c.risk_weight * risk, v_last, terminated, truncated, c.discount, weights, last
+            )
+        g_taken = self.critic(est.z_first).gather(1, batch["action"][:, :1]).squeeze(1)
+        loss = efe.critic_loss(g_taken, target, c.huber_delta)
+        metrics = {
+            "losses/critic_td": loss,
+            "efe/risk": risk[:, 0].mean(),
+            "efe/ambiguity": est.ambiguity.mean(),
+            "efe/info_gain": est.info_gain.mean(),
+            "efe/G": g_taken.mean(),
+        }
+        return loss, metrics, est.ambiguity_seen
+
+    def _gradient_step(self) -> dict[str, Tensor]:
+        c = self.config
+        batch = self.replay.sample(c.batch_size, c.n_step, c.terminal_fraction)
+        scale = c.lr_scale_at(self.env_steps)
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * scale
+        train_model = self.num_updates % c.model_update_every == 0
+        if train_model:
+            self.epistemic.refresh(self.replay, batch)
+        with autocast(self.device, self.amp):
+            loss, metrics, ambiguity_seen = self._critic_fn(batch)
+            if train_model:
+                model_loss, model_metrics = self._model_fn(batch, c.free_nats)
+                loss = loss + model_loss
+                self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
+        for p in self._model_params + self._critic_params:
+            p.grad = None  # zero_grad(set_to_none=True) without its overhead
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if train_model or c.critic_trains_encoder:
+            clip_grad_norm_([p.grad for p in self._model_params if p.grad is not None], c.grad_clip)
+        clip_grad_norm_([p.grad for p in self._critic_params if p.grad is not None], c.grad_clip)
+        self.scaler.step(self.optimizer)  # parameters without a gradient are skipped
+        self.scaler.update()
+        self.num_updates += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, c.target_update_rate)
+        self.epistemic.end_step(ambiguity_seen)
+        return {**metrics, **self._last_model_metrics}
+
+    def update(self, global_step: int) -> dict[str, Tensor]:
+        """Take ``updates_per_step`` gradient steps (fractions accumulate) once replay
+        holds ``learning_starts`` steps and a batch.
+
+        Raises:
+            NonFiniteLossError: a loss was NaN/inf (checked every ``nan_check_interval``
+                steps with one fused ``isfinite``; names the loss and the step).
+        """
+        c = self.config
+        if self.env_steps < c.learning_starts or len(self.replay) < c.batch_size:
+            return {}
+        if self.replay.filled < c.n_step:
+            return {}
+        self._update_credit += c.updates_per_step
+        metrics: dict[str, Tensor] = {}
+        while self._update_credit >= 1.0:
+            self._update_credit -= 1.0
+            metrics = self._gradient_step()
+            tags = [k for k in LOSS_TAGS if k in metrics]  # no model losses yet after a resume
+            losses = torch.stack([metrics[k].detach().float() for k in tags])
+            self._all_finite &= torch.isfinite(losses).all()
+            if self.num_updates % c.nan_check_interval == 0 and not bool(self._all_finite):
+                bad = [
+                    (t, v)
+                    for t, v in zip(tags, losses.tolist(), strict=True)
+                    if not math.isfinite(v)
+                ]
+                tag, value = bad[0] if bad else (tags[0], None)
+                raise NonFiniteLossError(tag, global_step, value)
+        return metrics
+
+    # ------------------------------------------------------------------ pictures, checkpoints
+    def images(self, n: int = 8) -> dict[str, np.ndarray]:
+        """The newest ``n`` observations of env 0 above their reconstructions."""
+        obs = self.replay.latest(n)
+        if obs.shape[0] == 0:
+            return {}
+        return {"model/reconstruction": self.world_model.reconstruction_image(obs)}
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {
+            "world_model": self.world_model,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "preference": self.preference,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimiser, scaler, replay, the epistemic source and counters."""
+        return {
+            "modules": {k: m.state_dict() for k, m in self._modules().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "replay": self.replay.state_dict(),
+            "epistemic": self.epistemic.state_dict(),
+            "env_steps": self.env_steps,
+            "num_updates": self.num_updates,
+            "update_credit": self._update_credit,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for k, m in self._modules().items():
+            m.load_state_dict(state["modules"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.replay.load_state_dict(state["replay"])
+        self.epistemic.load_state_dict(state["epistemic"])
+        self.env_steps = int(state["env_steps"])
+        self.num_updates = int(state["num_updates"])
+        self._update_credit = float(state["update_credit"])

@@ -1,0 +1,139 @@
+"""Hyperparameters of the deep active inference agent: defined, documented and checked once.
+
+``configs/agent/daif.yaml`` only picks the networks; presets (``configs/experiment/``) and
+the command line override single fields (``agent.discount=0.98``). An unknown key or a bad
+value is refused by :meth:`DeepAgentConfig.from_mapping` with one line naming ``agent.<key>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daif.validation import (
+    ConfigError,
+    check_choice,
+    check_int,
+    check_positive,
+    check_range,
+)
+
+EPISTEMIC_ESTIMATES: tuple[str, ...] = ("exact", "cached")
+
+
+@dataclass(frozen=True)
+class DeepAgentConfig:
+    """Every hyperparameter of :class:`daif.deep.DeepActiveInferenceAgent`.
+
+    Step counts are environment steps summed over the vector envs.
+    """
+
+    latent_dim: int = 16
+    """Z, the size of the latent state s."""
+    discount: float = 0.99
+    """γ, the discount of future expected free energy in the critic's target."""
+    n_step: int = 3
+    """Steps of observed outcomes summed before the critic bootstraps."""
+    precision: float = 1.0
+    """β of q(a|s) = softmax(−β·G(s, ·)) when training starts."""
+    precision_final: float = 10.0
+    """β reached after ``precision_anneal_steps`` (linear annealing)."""
+    precision_anneal_steps: int = 10_000
+    """Steps over which β goes from ``precision`` to ``precision_final`` (0: final at once)."""
+    risk_weight: float = 1.0
+    """w_r, the weight of risk (−ln P̃ of the outcome) in each step's expected free energy."""
+    ambiguity_weight: float = 0.01
+    """w_a, the weight of ambiguity H[p(o|ŝ')]."""
+    info_gain_weight: float = 0.1
+    """w_i, the weight of the information gain about the transition model (0: ablated)."""
+    free_nats: float = 1.0
+    """Free bits: the complexity KL is not pushed below this many nats."""
+    batch_size: int = 128
+    """Sequences per gradient step."""
+    buffer_size: int = 100_000
+    """Transitions kept in replay."""
+    learning_starts: int = 1000
+    """Steps of uniformly random actions, and no learning, before training starts."""
+    updates_per_step: float = 1.0
+    """Gradient steps per vectorised env step (fractions accumulate: 0.5 = every other)."""
+    model_update_every: int = 1
+    """Train the world model on every k-th gradient step (the critic trains on all)."""
+    lr: float = 1e-3
+    """Adam step size of the critic (and of the world model unless ``model_lr`` is set)."""
+    model_lr: float | None = None
+    """Adam step size of the world model (None: ``lr``)."""
+    lr_final_fraction: float = 1.0
+    """Both step sizes decay linearly to this fraction of themselves ..."""
+    lr_decay_steps: int = 0
+    """... over this many steps (0: constant). A number, not the run's length, so that a
+    resumed run can be extended."""
+    grad_clip: float = 10.0
+    """Global gradient-norm limit, per network group (world model, critic)."""
+    target_update_rate: float = 0.005
+    """Polyak rate of the target critic: θ' ← θ' + rate·(θ − θ') after every step."""
+    huber_delta: float = 1.0
+    """Where the critic's Huber loss turns from quadratic to linear (in G's units)."""
+    critic_trains_encoder: bool = False
+    """Let the TD loss shape the encoder too, so the latent does not drift under the critic."""
+    epistemic_estimate: str = "exact"
+    """Where the target's ambiguity and information gain come from: ``exact`` (the model
+    now, at every step of the n-step sum) or ``cached`` (annotations in replay that the
+    model writes when it trains on a transition: critic-only steps then run no model)."""
+    terminal_fraction: float = 0.0
+    """Share of each batch drawn around stored terminations (0: uniform replay)."""
+    nan_check_interval: int = 100
+    """Gradient steps between checks that every loss so far was finite (one host sync)."""
+
+    def __post_init__(self) -> None:
+        check_int("agent.latent_dim", self.latent_dim, minimum=1)
+        check_range("agent.discount", self.discount, 0.0, 1.0)
+        check_int("agent.n_step", self.n_step, minimum=1)
+        for key in ("precision", "precision_final", "risk_weight", "ambiguity_weight"):
+            check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
+        for key in ("info_gain_weight", "free_nats"):
+            check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
+        check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)
+        check_int("agent.batch_size", self.batch_size, minimum=1)
+        check_int("agent.buffer_size", self.buffer_size, minimum=1)
+        check_int("agent.learning_starts", self.learning_starts, minimum=0)
+        check_positive("agent.updates_per_step", self.updates_per_step)
+        check_int("agent.model_update_every", self.model_update_every, minimum=1)
+        check_positive("agent.lr", self.lr)
+        if self.model_lr is not None:
+            check_positive("agent.model_lr", self.model_lr)
+        check_range("agent.lr_final_fraction", self.lr_final_fraction, 0.0, 1.0)
+        check_int("agent.lr_decay_steps", self.lr_decay_steps, minimum=0)
+        check_positive("agent.grad_clip", self.grad_clip)
+        check_range("agent.target_update_rate", self.target_update_rate, 0.0, 1.0)
+        if self.target_update_rate == 0.0:
+            raise ConfigError("agent.target_update_rate: must be > 0 (0 freezes the target), got 0")
+        check_positive("agent.huber_delta", self.huber_delta)
+        check_choice("agent.critic_trains_encoder", self.critic_trains_encoder, (True, False))
+        check_choice("agent.epistemic_estimate", self.epistemic_estimate, EPISTEMIC_ESTIMATES)
+        check_range("agent.terminal_fraction", self.terminal_fraction, 0.0, 1.0)
+        check_int("agent.nan_check_interval", self.nan_check_interval, minimum=1)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> DeepAgentConfig:
+        """Build from ``agent.*`` keys; an unknown key is a :class:`ConfigError` naming it."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"agent.{key}: unknown key; known keys: {', '.join(known)}")
+        return cls(**values)
+
+    def precision_at(self, env_steps: int) -> float:
+        """β after ``env_steps``: linear from ``precision`` to ``precision_final``."""
+        if self.precision_anneal_steps == 0:
+            return self.precision_final
+        frac = min(1.0, env_steps / self.precision_anneal_steps)
+        return self.precision + frac * (self.precision_final - self.precision)
+
+    def lr_scale_at(self, env_steps: int) -> float:
+        """Factor on both step sizes after ``env_steps``: 1 → ``lr_final_fraction``."""
+        if self.lr_decay_steps == 0:
+            return 1.0
+        frac = min(1.0, env_steps / self.lr_decay_steps)
+        return 1.0 - frac * (1.0 - self.lr_final_fraction)

@@ -104,6 +104,7 @@ class DeepActiveInferenceAgent:
         self._model_params = list(self.world_model.parameters())
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        self._params = self._model_params + self._critic_params
         model_lr = c.lr if c.model_lr is None else c.model_lr
         self._base_lrs = (model_lr, c.lr)
         self.optimizer = torch.optim.Adam(
@@ -231,7 +232,7 @@ class DeepActiveInferenceAgent:
                 model_loss, model_metrics = self._model_fn(batch, c.free_nats)
                 loss = loss + model_loss
                 self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
-        for p in self._model_params + self._critic_params:
+        for p in self._params:
             p.grad = None  # zero_grad(set_to_none=True) without its overhead
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)

@@ -90,9 +90,14 @@ class DeepAgentConfig:
         check_int("agent.latent_dim", self.latent_dim, minimum=1)
         check_range("agent.discount", self.discount, 0.0, 1.0)
         check_int("agent.n_step", self.n_step, minimum=1)
-        for key in ("precision", "precision_final", "risk_weight", "ambiguity_weight"):
-            check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
-        for key in ("info_gain_weight", "free_nats"):
+        for key in (
+            "precision",
+            "precision_final",
+            "risk_weight",
+            "ambiguity_weight",
+            "info_gain_weight",
+            "free_nats",
+        ):
             check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
         check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)
         check_int("agent.batch_size", self.batch_size, minimum=1)

@@ -6,16 +6,20 @@ Prints ``mean ± std`` and writes a JSON summary (see ``daif.evaluation.evaluate
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from daif.checkpoint import CheckpointError
 from daif.config import ConfigError
 from daif.evaluation import evaluate_checkpoint
 
+CONFIGS = str(Path(__file__).resolve().parent / "configs")  # absolute: works imported too
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Evaluate ``cfg.checkpoint``; a missing or mismatched checkpoint is a one-line error."""
     if not cfg.checkpoint:
@@ -24,6 +28,8 @@ def main(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
     try:
         s = evaluate_checkpoint(
             cfg.checkpoint,

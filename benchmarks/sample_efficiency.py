@@ -439,6 +439,7 @@ def run_daif(
             "trainer.progress=false",
             "trainer.checkpoint_interval=0",
             f"trainer.run_dir={REPO / 'runs' / 'bench' / preset / slug / f'seed{seed}'}",
+            "trainer.overwrite=true",  # a benchmark re-measures: its folder is its own
             "logger=none",
             *overrides,
         ]

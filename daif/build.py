@@ -10,6 +10,7 @@ instantiated into factories first. The class's ``from_context`` then takes from 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,24 @@ def register_configs() -> None:
 register_configs()
 
 
+def _named_factory(key: str, value: Any) -> Any:
+    """A network factory (``_partial_`` node) whose bad arguments are reported under the
+    config key that set them: ``agent.encoder.hidden[0]: must be >= 1, got -3``."""
+    if not isinstance(value, functools.partial):
+        return value
+
+    @functools.wraps(value)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return value(*args, **kwargs)
+        except ConfigError as exc:  # "<argument>: <why>" from daif.validation
+            raise ConfigError(f"{key}.{exc}") from exc
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{key}: {' '.join(str(exc).split())}") from exc
+
+    return build
+
+
 def make_agent(agent_cfg: DictConfig | Mapping[str, Any], ctx: AgentContext) -> Agent:
     """Build the agent that ``agent_cfg`` describes for the envs in ``ctx``.
 
@@ -56,6 +75,7 @@ def make_agent(agent_cfg: DictConfig | Mapping[str, Any], ctx: AgentContext) -> 
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(f"agent: cannot build a network: {' '.join(str(cause).split())}") from exc
+    kwargs = {k: _named_factory(f"agent.{k}", v) for k, v in kwargs.items()}
     if not hasattr(cls, "from_context"):
         raise ConfigError(f"agent._target_: {target} has no from_context (see daif.protocol.Agent)")
     try:

@@ -43,6 +43,7 @@ class TrainerConfig:
     resume: str | None = None  # run dir or checkpoint file to continue from
     progress: bool = True  # tqdm progress bar
     run_dir: str | None = None  # None: Hydra's output dir, else runs/api/<env>/<agent>/<seed>
+    overwrite: bool = False  # replace the run already in the run dir (default: refuse)
 
 
 @dataclass

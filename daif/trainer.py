@@ -45,6 +45,14 @@ from daif.envs import make_vector_env, true_next_obs
 from daif.evaluation import EVAL_SEED_OFFSET, run_episodes
 from daif.logger import Logger, to_float
 from daif.protocol import AgentContext, Transition
+from daif.runs import (
+    RunLock,
+    check_run_dir,
+    choose_run_dir,
+    clean_stale_temp_files,
+    discard_unused,
+    run_dir_of_checkpoint,
+)
 from daif.utils import (
     NonFiniteLossError,
     capture_rng_state,
@@ -72,6 +80,8 @@ class TrainResult:
         global_step: environment steps done in total.
         episode_returns: returns of the training episodes that ended during this call.
         checkpoint: path of the last checkpoint written (``None`` if none).
+        trained_steps: environment steps done in this call (0: a resumed run that had
+            already reached ``trainer.total_steps``).
     """
 
     eval_history: list[tuple[int, float, float]]
@@ -83,26 +93,36 @@ class TrainResult:
     global_step: int = 0
     episode_returns: list[float] = field(default_factory=list)
     checkpoint: Path | None = None
+    trained_steps: int = 0
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def resolve_run_dir(cfg: DictConfig, t: TrainerConfig) -> Path:
-    """``trainer.run_dir`` if set; else Hydra's job output dir (``runs/<name>/<env>/<agent>/
-    <seed or job>`` per ``configs/train.yaml``); else, outside a Hydra app (``hydra.compose``
-    users), ``runs/api/<env id>/<agent class>/seed<seed>``."""
-    if t.run_dir:
-        return Path(t.run_dir)
+def _hydra_output_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
         out = HydraConfig.get().runtime.get("output_dir")
         if out:
             return Path(out)
+    return None
+
+
+def resolve_run_dir(cfg: DictConfig, t: TrainerConfig) -> Path:
+    """``trainer.run_dir`` if set; else Hydra's job output dir (chosen by
+    :func:`daif.runs.choose_run_dir` through ``hydra.run.dir``); else, outside a Hydra app
+    (``hydra.compose`` users), the same rules under ``runs/api/<env id>/<agent class>/
+    seed<seed>``."""
+    if t.run_dir:
+        return Path(t.run_dir)
+    out = _hydra_output_dir()
+    if out is not None:
+        return out
     agent_name = str(cfg.agent._target_).rsplit(".", 1)[-1].lower()
-    return Path("runs") / "api" / _slug(str(cfg.env.id)) / _slug(agent_name) / f"seed{cfg.seed}"
+    default = Path("runs") / "api" / _slug(str(cfg.env.id)) / _slug(agent_name)
+    return Path(choose_run_dir(None, t.resume, t.overwrite, str(default / f"seed{cfg.seed}")))
 
 
 def _crossed(prev: int, now: int, interval: int) -> bool:
@@ -115,6 +135,22 @@ class Trainer:
     callers that want to inspect the agent or envs after ``run()``."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        self.envs: Any = None
+        self.eval_envs: Any = None
+        self.lock: RunLock | None = None
+        hydra_dir = _hydra_output_dir()
+        try:
+            self._start(cfg)
+        except BaseException:
+            # a start that fails leaves nothing behind: no lock, no open envs, no empty dir
+            self._close_envs()
+            if self.lock is not None:
+                self.lock.release()
+            discard_unused(getattr(self, "run_dir", None))
+            discard_unused(hydra_dir)
+            raise
+
+    def _start(self, cfg: DictConfig) -> None:
         self.t, self.logger_cfg, self.env_cfg = validate_config(cfg)
         self.cfg = cfg
         self.seed = int(cfg.seed)
@@ -125,32 +161,42 @@ class Trainer:
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
 
         resume_from = None
+        resuming_here = False
         if self.t.resume:
             resume_from = load_checkpoint(self.t.resume)  # fail before building anything
             check_compatible(resume_from["config"], self.resolved)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+            home = run_dir_of_checkpoint(resume_from["path"])
+            resuming_here = home is not None and Path(home).resolve() == self.run_dir
+        self.lock = RunLock(self.run_dir).acquire()  # a second process on this dir stops here
+        check_run_dir(self.run_dir, resuming_here=resuming_here, overwrite=self.t.overwrite)
+        for stale in clean_stale_temp_files(self.run_dir):
+            log.info("removed %s, left by a process killed while writing a checkpoint", stale)
 
         seed_everything(self.seed)
         n = self.t.num_envs
         self.envs = make_vector_env(self.env_cfg.id, self.env_cfg.kwargs, n)
-        try:
-            self.agent = make_agent(
-                cfg.agent,
-                AgentContext(
-                    observation_space=self.envs.single_observation_space,
-                    action_space=self.envs.single_action_space,
-                    num_envs=n,
-                    device=self.device,
-                    amp=self.t.amp,
-                    compile=self.t.compile,
-                    env_id=self.env_cfg.id,
-                    env_kwargs=self.env_cfg.kwargs,
-                ),
+        self.agent = make_agent(
+            cfg.agent,
+            AgentContext(
+                observation_space=self.envs.single_observation_space,
+                action_space=self.envs.single_action_space,
+                num_envs=n,
+                device=self.device,
+                amp=self.t.amp,
+                compile=self.t.compile,
+                env_id=self.env_cfg.id,
+                env_kwargs=self.env_cfg.kwargs,
+            ),
+        )
+        if hasattr(self.agent, "check_budget"):
+            self.agent.check_budget(self.t.total_steps)
+        if self.t.eval_episodes > 0 and self.t.eval_interval > self.t.total_steps:
+            log.warning(
+                "trainer.eval_interval=%d > trainer.total_steps=%d: only the final "
+                "evaluation will run",
+                self.t.eval_interval,
+                self.t.total_steps,
             )
-        except BaseException:
-            self.envs.close()
-            raise
-        self.eval_envs = None
         if self.t.eval_episodes > 0:
             self.eval_envs = make_vector_env(
                 self.env_cfg.id, self.env_cfg.kwargs, min(self.t.eval_episodes, n)
@@ -172,21 +218,32 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
 
-        if resume_from is None and (checkpoint_dir(self.run_dir) / LAST).exists():
-            log.warning(
-                "%s already holds a run; starting afresh (its curves are hidden from "
-                "TensorBoard). Use trainer.resume=%s to continue it instead.",
+        self._resumed = resume_from is not None
+        self._logger: Logger | None = None
+
+    @property
+    def logger(self) -> Logger:
+        """The run's TensorBoard writer, opened on first use (a Trainer built and dropped
+        without training leaves no event file behind)."""
+        if self._logger is None:
+            # purge_step: on resume, events a killed process wrote after the checkpoint's
+            # step are hidden by TensorBoard (those at the step were written before the save)
+            self._logger = Logger(
                 self.run_dir,
-                self.run_dir,
+                backend=self.logger_cfg.backend,
+                purge_step=self.global_step + 1 if self._resumed else None,
+                flush_secs=self.logger_cfg.flush_secs,
             )
-        # purge_step: events an earlier process wrote at steps >= this one (a run killed
-        # after its checkpoint, or an older run in this dir) are hidden by TensorBoard
-        self.logger = Logger(
-            self.run_dir,
-            backend=self.logger_cfg.backend,
-            purge_step=self.global_step,
-            flush_secs=self.logger_cfg.flush_secs,
-        )
+        return self._logger
+
+    def _close_logger(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+
+    def _close_envs(self) -> None:
+        for envs in (self.envs, self.eval_envs):
+            if envs is not None:
+                envs.close()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -276,6 +333,16 @@ class Trainer:
         self.logger.scalar("eval/mean_length", float(lengths.mean()), step)
         for tag, img in images.items():
             self.logger.image(tag, img, step)
+        recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
+        log.info(
+            "step %d/%d: eval return %.2f ± %.2f over %d episodes (recent training return %.1f)",
+            step,
+            self.t.total_steps,
+            mean,
+            std,
+            len(returns),
+            recent,
+        )
         return mean, std
 
     # ------------------------------------------------------------------ loop
@@ -319,11 +386,21 @@ class Trainer:
         self.global_step = step
 
     def run(self) -> TrainResult:
-        """Train until ``trainer.total_steps``; always closes envs and the logger."""
+        """Train until ``trainer.total_steps``; always closes envs, the logger and the lock."""
         from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         t = self.t
         start_step, start_time = self.global_step, time.perf_counter()
+        if start_step >= t.total_steps:
+            log.warning(
+                "nothing left to train: %s is at step %d and trainer.total_steps=%d; raise "
+                "trainer.total_steps to continue it",
+                self.run_dir,
+                start_step,
+                t.total_steps,
+            )
+            return self._finish(start_step, start_time, log_hparams=False)
         last_log_step, last_log_time = start_step, start_time
         latest: dict[str, Any] = {}
         bar = tqdm(
@@ -335,53 +412,66 @@ class Trainer:
             mininterval=1.0,
         )
         try:
-            while self.global_step < t.total_steps:
-                prev = self.global_step
-                self._step()
-                # keep the newest value of each tag (tensors: no device sync here), so agents
-                # that update only now and then (end of episode, every k steps) still get logged
-                latest.update(self.agent.update(self.global_step))
-                bar.update(self.global_step - prev)
-                if _crossed(prev, self.global_step, t.log_interval):
-                    if latest:
-                        self._log_metrics(latest, self.global_step)
-                        latest.clear()
-                    now = time.perf_counter()
-                    sps = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
-                    last_log_step, last_log_time = self.global_step, now
-                    self.logger.scalar("charts/sps", sps, self.global_step)
-                    recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
-                    bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.1f}", refresh=False)
-                if self.eval_envs is not None and _crossed(prev, self.global_step, t.eval_interval):
+            with logging_redirect_tqdm():  # log lines above the bar, not through it
+                while self.global_step < t.total_steps:
+                    prev = self.global_step
+                    self._step()
+                    # keep the newest value of each tag (tensors: no device sync here), so
+                    # agents that update now and then (end of episode, every k steps) are logged
+                    latest.update(self.agent.update(self.global_step))
+                    bar.update(self.global_step - prev)
+                    if _crossed(prev, self.global_step, t.log_interval):
+                        if latest:
+                            self._log_metrics(latest, self.global_step)
+                            latest.clear()
+                        now = time.perf_counter()
+                        sps = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
+                        last_log_step, last_log_time = self.global_step, now
+                        self.logger.scalar("charts/sps", sps, self.global_step)
+                        recent = (
+                            np.mean(self.recent_returns) if self.recent_returns else float("nan")
+                        )
+                        bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.1f}", refresh=False)
+                    if self.eval_envs is not None and _crossed(
+                        prev, self.global_step, t.eval_interval
+                    ):
+                        self.evaluate()
+                    if _crossed(prev, self.global_step, t.checkpoint_interval):
+                        self.save()
+                if self.eval_envs is not None and (
+                    not self.eval_history or self.eval_history[-1][0] != self.global_step
+                ):
                     self.evaluate()
-                if _crossed(prev, self.global_step, t.checkpoint_interval):
-                    self.save()
-            if self.eval_envs is not None and (
-                not self.eval_history or self.eval_history[-1][0] != self.global_step
-            ):
-                self.evaluate()
-            self.save()
-        except NonFiniteLossError:
-            path = self.save("crash.pt")
-            log.error("non-finite loss; state when it happened saved to %s", path)
-            self.logger.close()
+                self.save()
+        except NonFiniteLossError as exc:
+            if exc.step is None:  # raised while acting: the agent does not know the step
+                exc.set_step(self.global_step)
+            exc.checkpoint = self.save("crash.pt")
+            log.error("%s; the state when it happened is saved to %s", exc, exc.checkpoint)
+            self._abort()
             raise
         except BaseException:
-            self.logger.close()  # flush what was logged up to the error
+            self._abort()  # flush what was logged up to the error
             raise
         finally:
             bar.close()
-            self.envs.close()
-            if self.eval_envs is not None:
-                self.eval_envs.close()
+        return self._finish(start_step, start_time, log_hparams=self.logger_cfg.log_hparams)
 
+    def _abort(self) -> None:
+        self._close_envs()
+        self._close_logger()
+        if self.lock is not None:
+            self.lock.release()
+
+    def _finish(self, start_step: int, start_time: float, *, log_hparams: bool) -> TrainResult:
+        self._close_envs()
         wall = time.perf_counter() - start_time
         final_mean, final_std = (
             (self.eval_history[-1][1], self.eval_history[-1][2])
             if self.eval_history
             else (float("nan"), float("nan"))
         )
-        if self.logger_cfg.log_hparams:
+        if log_hparams:
             self.logger.hparams(
                 self.resolved,
                 {
@@ -390,17 +480,21 @@ class Trainer:
                     "episodes": float(self.episodes),
                 },
             )
-        self.logger.close()
+        self._close_logger()
+        if self.lock is not None:
+            self.lock.release()
+        trained = self.global_step - start_step
         return TrainResult(
             eval_history=list(self.eval_history),
             final_eval_mean=final_mean,
             final_eval_std=final_std,
             wall_time=wall,
-            sps=(self.global_step - start_step) / max(wall, 1e-9),
+            sps=trained / max(wall, 1e-9),
             run_dir=self.run_dir,
             global_step=self.global_step,
             episode_returns=list(self.call_returns),
             checkpoint=self.last_checkpoint,
+            trained_steps=trained,
         )
 
 
@@ -411,7 +505,9 @@ def train(cfg: DictConfig) -> TrainResult:
         daif.config.ConfigError: a bad config value, before anything is built.
         daif.checkpoint.CheckpointError: ``trainer.resume`` names a missing or mismatched
             checkpoint.
-        daif.utils.NonFiniteLossError: a loss went NaN/inf (``checkpoints/crash.pt`` saved).
+        daif.runs.RunDirError: the run dir holds another run or is in use (a ConfigError).
+        daif.utils.NonFiniteLossError: a loss or the action probabilities went NaN/inf
+            (``checkpoints/crash.pt`` saved first).
     """
     return Trainer(cfg).run()
 

@@ -10,30 +10,41 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from daif.validation import ConfigError
+
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss came out NaN or ±inf. Raised by an agent's ``update``; the trainer saves a
-    checkpoint (``checkpoints/crash.pt``) before letting it propagate.
+    """A loss, or the action probabilities, came out NaN or ±inf. Raised by an agent's
+    ``update`` or ``act``; the trainer saves ``checkpoints/crash.pt`` before letting it
+    propagate.
 
     Args:
-        loss: name of the offending loss (a TensorBoard tag such as ``losses/reconstruction``).
-        step: global environment step at which it happened.
+        loss: what went non-finite (a TensorBoard tag such as ``losses/reconstruction``, or
+            ``action probabilities``).
+        step: global environment step at which it happened (``None``: the trainer fills it
+            in, for errors raised where the step is not known).
         value: the offending value, if known.
     """
 
-    def __init__(self, loss: str, step: int, value: float | None = None) -> None:
+    def __init__(self, loss: str, step: int | None, value: float | None = None) -> None:
         self.loss = loss
-        self.step = step
         self.value = value
-        shown = "" if value is None else f" = {value}"
-        super().__init__(f"non-finite loss {loss!r}{shown} at step {step}")
+        self.checkpoint: Path | None = None  # crash.pt, once the trainer has written it
+        self.set_step(step)
+
+    def set_step(self, step: int | None) -> None:
+        self.step = step
+        shown = "" if self.value is None else f" = {self.value}"
+        where = "" if step is None else f" at step {step}"
+        self.args = (f"non-finite {self.loss!r}{shown}{where}",)
 
 
 def seed_everything(seed: int) -> None:
@@ -49,18 +60,27 @@ def pick_device(spec: str = "auto") -> torch.device:
     """Resolve ``trainer.device``: ``auto`` → CUDA when available, else CPU.
 
     Raises:
-        ValueError: for a malformed spec or a CUDA device that is not there.
+        ConfigError: for a malformed spec or a device that is not there.
     """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"trainer.device: cannot parse {spec!r} as a torch device") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={spec!r} but CUDA is not available on this machine")
+        raise ConfigError(f"trainer.device: cannot parse {spec!r} as a torch device") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={spec!r} but CUDA is not available on this machine "
+                "(use trainer.device=cpu or auto)"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.device={spec!r} but this machine has {torch.cuda.device_count()} "
+                "CUDA device(s)"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"trainer.device={spec!r} but MPS is not available on this machine")
+        raise ConfigError(f"trainer.device={spec!r} but MPS is not available on this machine")
     return device
 
 

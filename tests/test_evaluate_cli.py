@@ -4,6 +4,7 @@ episodes, prints mean ± std, writes JSON, records video, and fails in one line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 
+import evaluate as evaluate_cli
 from daif.checkpoint import load_checkpoint, save_checkpoint
 from daif.trainer import train
 from tests.conftest import ROOT
@@ -58,16 +61,29 @@ def test_evaluate_prints_summary_and_writes_json(trained_run, tmp_path):
     assert (summary["mean"], summary["std"]) == pytest.approx((final[1], final[2]))
 
 
-def test_evaluate_records_video(trained_run, tmp_path):
+def test_evaluate_records_video_headless_without_warnings(trained_run, tmp_path):
     videos = tmp_path / "videos"
-    proc = _evaluate(
-        f"checkpoint={trained_run}",
-        "episodes=2",
-        "video=true",
-        f"video_dir={videos}",
-        f"output={tmp_path / 'v.json'}",
+    headless = {
+        k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR")
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            f"checkpoint={trained_run}",
+            "episodes=2",
+            "video=true",
+            f"video_dir={videos}",
+            f"output={tmp_path / 'v.json'}",
+        ],
+        cwd=ROOT,
+        env=headless,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "XDG_RUNTIME_DIR" not in proc.stderr and "error" not in proc.stderr.lower()
     files = sorted(p.name for p in videos.glob("*.mp4"))
     assert files == ["eval-episode-0.mp4", "eval-episode-1.mp4"]
     assert all((videos / f).stat().st_size > 1000 for f in files)
@@ -110,3 +126,21 @@ def test_checkpoint_from_before_the_deep_package_is_refused_in_one_line(tmp_path
     )
     line = _one_line_error(_evaluate(f"checkpoint={old}"))
     assert "version 1" in line and "reads version 2" in line and "daif.deep" in line
+
+
+def test_evaluate_runs_on_one_thread_by_default(trained_run, tmp_path, monkeypatch):
+    """One busy process beside an evaluation should not halve its speed: torch gets one
+    intra-op thread unless ``threads`` says otherwise."""
+    out = tmp_path / "e.json"
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", f"checkpoint={trained_run}", f"output={out}"])
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    torch.set_num_threads(2)
+    GlobalHydra.instance().clear()
+    try:
+        evaluate_cli.main()
+        assert torch.get_num_threads() == 1 and out.is_file()
+    finally:
+        GlobalHydra.instance().clear()
+        root.handlers[:] = handlers  # Hydra configured logging for the job
+        torch.set_num_threads(1)

@@ -174,17 +174,17 @@ def test_stop_at_target_ends_a_daif_run_at_its_first_evaluation_reaching_it(
     )
     ((fn, fargs),) = bench.build_jobs(args)
     assert fargs[-2:] == (5.0, 2500)  # stop_at, eval_interval (the protocol's default)
-    out = fn(*fargs[:-3], ["agent.learning_starts=100000"], fargs[-2])
+    out = fn(*fargs[:-3], ["agent.learning_starts=7400"], fargs[-2])
     assert out.error is None, out.error
     assert out.steps == 2500 and [e[0] for e in out.evals] == [2500]
     # each evaluation is reported as it happens, with the run's label, seed and step
     mean, std = out.evals[0][1:3]
     assert f"[daif seed 0] 2,500 steps: eval {mean:.1f} ± {std:.1f}" in capsys.readouterr().out
     # without the flag the same run goes on to the budget
-    full = fn(*fargs[:-3], ["agent.learning_starts=100000"], None)
+    full = fn(*fargs[:-3], ["agent.learning_starts=7400"], None)
     assert full.steps == 7500 and [e[0] for e in full.evals] == [2500, 5000, 7500]
     # --eval-interval spaces the evaluations out; the budget's end is always evaluated
-    sparse = fn(*fargs[:-3], ["agent.learning_starts=100000"], None, 5000)
+    sparse = fn(*fargs[:-3], ["agent.learning_starts=7400"], None, 5000)
     assert [e[0] for e in sparse.evals] == [5000, 7500]
 
 

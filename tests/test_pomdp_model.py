@@ -12,6 +12,11 @@ A_OK = np.array([[0.9, 0.2], [0.1, 0.8]])
 B_OK = np.stack([np.eye(2), np.eye(2)[::-1]], -1)
 
 
+def test_nan_in_preferences_names_its_index():
+    with pytest.raises(ValueError, match=r"C\[0\] has a non-finite entry nan at index \(1,\)"):
+        GenerativeModel(A_OK, B_OK, C=[np.array([0.0, np.nan])])
+
+
 def test_column_not_summing_to_one_names_its_index():
     A = A_OK.copy()
     A[0, 1] = 0.5  # column 1 sums to 1.3

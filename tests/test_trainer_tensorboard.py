@@ -89,11 +89,11 @@ def test_logger_none_writes_no_event_files(compose_cfg, tmp_path):
     assert (Path(res.run_dir) / "checkpoints" / "last.pt").is_file()
 
 
-def test_rerun_in_same_dir_replaces_curves(compose_cfg, tmp_path):
-    """A fresh run in a dir that holds an older run hides the old curves (purge at step 0),
+def test_overwriting_a_run_replaces_its_curves(compose_cfg, tmp_path):
+    """trainer.overwrite=true in a dir that holds an older run removes the old event files,
     so TensorBoard shows one run's points, not two runs interleaved."""
     first = train(compose_cfg("seed=1", run_dir=tmp_path / "same"))
-    second = train(compose_cfg("seed=2", run_dir=tmp_path / "same"))
+    second = train(compose_cfg("seed=2", "trainer.overwrite=true", run_dir=tmp_path / "same"))
     s = read_scalars(second.run_dir)
     assert [m for _, m in s["eval/mean_return"]] == [m for _, m, _ in second.eval_history]
     assert len(s["charts/episodic_return"]) == len(second.episode_returns)

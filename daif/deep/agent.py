@@ -175,12 +175,29 @@ class DeepActiveInferenceAgent:
             return torch.randint(0, self.num_actions, (obs_t.shape[0],)).numpy(), None
         with autocast(self.device, self.amp):
             g = self.expected_free_energy(obs_t).float()
+        if not bool(torch.isfinite(g).all()):  # act syncs anyway: this check is ~free
+            raise NonFiniteLossError("action probabilities softmax(-β·G)", None)
         if deterministic:
             return g.argmin(-1).cpu().numpy(), None
         q = maths.softmax(-g, self.config.precision_at(self.env_steps))
         return torch.multinomial(q, 1).squeeze(-1).cpu().numpy(), None
 
     # ------------------------------------------------------------------ learning
+    def check_budget(self, total_steps: int) -> None:
+        """Refuse a run too short for a single gradient step (see :meth:`update`).
+
+        Raises:
+            ConfigError: naming ``agent.learning_starts`` / ``agent.batch_size``.
+        """
+        c = self.config
+        first = max(c.learning_starts, c.batch_size)
+        if first >= total_steps:
+            raise ConfigError(
+                f"agent.learning_starts={c.learning_starts} and agent.batch_size="
+                f"{c.batch_size}: the first gradient step comes after {first} env steps, but "
+                f"trainer.total_steps={total_steps}; the agent would never learn"
+            )
+
     def observe(self, transition: Transition) -> None:
         """Store one vectorised step in replay."""
         self.replay.add(transition)

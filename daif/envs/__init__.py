@@ -12,11 +12,14 @@ a transition's ``next_obs`` is always the observation the action produced.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from daif.validation import ConfigError
 
 _DAIF_ENVS: dict[str, str] = {
     # deep agent, pixel observations (rendered CartPole frames, grey, stacked)
@@ -48,9 +51,28 @@ def check_env_id(env_id: str) -> None:
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make(env_id, **kwargs)`` after checking that the id exists."""
+    """``gymnasium.make(env_id, **kwargs)`` after checking that the id exists.
+
+    Raises:
+        UnknownEnvError: an id nobody registered.
+        ConfigError: a missing optional dependency (naming daif's extra that installs it)
+            or keyword arguments the env does not take.
+    """
     check_env_id(env_id)
-    return gym.make(env_id, **kwargs)
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # headless: pygame's renderer draws offscreen instead of printing SDL's
+        # "XDG_RUNTIME_DIR is invalid" while it looks for a display
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        extra = "box2d" if "box2d" in str(exc).lower() else None
+        how = f"pip install -e '.[{extra}]'" if extra else f"install what it names ({exc})"
+        raise ConfigError(
+            f"env.id={env_id!r} needs a package that is not installed: {how}"
+        ) from None
+    except TypeError as exc:
+        raise ConfigError(f"env.kwargs: {env_id} refused {dict(kwargs)}: {exc}") from None
 
 
 def _make_wrapped(

@@ -22,16 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from daif.nets.mlp import _activation, _check_std_range, bounded_std
+from daif.validation import check_int
 
 
 def _check_image_shape(obs_shape: tuple[int, ...], num_layers: int, depth: int) -> tuple[int, int]:
     """Validate ``(k, H, W)`` against the network depth; return the bottleneck ``(H', W')``."""
     if len(obs_shape) != 3:
         raise ValueError(f"conv networks need obs_shape (frames, H, W), got {tuple(obs_shape)}")
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    check_int("num_layers", num_layers, minimum=1)
+    check_int("depth", depth, minimum=1)
     _, h, w = obs_shape
     factor = 2**num_layers
     if h % factor or w % factor:

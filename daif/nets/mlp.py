@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from daif.validation import ConfigError, check_int
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "silu": nn.SiLU,
@@ -39,6 +41,13 @@ def _check_std_range(min_std: float, max_std: float) -> None:
         raise ValueError(f"need 0 < min_std < max_std, got min_std={min_std}, max_std={max_std}")
 
 
+def check_widths(hidden: Sequence[int]) -> list[int]:
+    """Hidden layer widths as a list of ints ≥ 1 (``hidden[i]: ...`` names a bad one)."""
+    if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence):
+        raise ConfigError(f"hidden: expected a list of layer widths, got {hidden!r}")
+    return [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
+
+
 def mlp(
     in_dim: int,
     hidden: Sequence[int],
@@ -50,7 +59,7 @@ def mlp(
     act = _activation(activation)
     layers: list[nn.Module] = []
     d = in_dim
-    for h in hidden:
+    for h in check_widths(hidden):
         layers.append(nn.Linear(d, h))
         if layer_norm:
             layers.append(nn.LayerNorm(h))
@@ -180,7 +189,7 @@ class TransitionEnsemble(nn.Module):
         _check_std_range(min_std, max_std)
         self.latent_dim, self.num_actions, self.num_members = latent_dim, num_actions, num_members
         self.min_std, self.max_std = min_std, max_std
-        dims = [latent_dim + num_actions, *hidden]
+        dims = [latent_dim + num_actions, *check_widths(hidden)]
         self.hidden = nn.ModuleList(
             EnsembleLinear(num_members, i, o) for i, o in itertools.pairwise(dims)
         )

@@ -61,8 +61,10 @@ def as_tensor_list(
         except (TypeError, ValueError) as err:
             raise ValueError(f"{name}[{i}] is not a numeric array: {err}") from err
         t = t.to(dtype)
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name}[{i}] contains non-finite values")
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            idx = tuple(int(j) for j in bad.nonzero()[0])
+            raise ValueError(f"{name}[{i}] has a non-finite entry {float(t[idx])} at index {idx}")
         out.append(t)
     return out
 

@@ -15,7 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from tests.conftest import DEEP_TINY, ROOT, write_test_configs
 from tests.test_trainer_tensorboard import read_scalars
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+# PYTHONPATH: jobs run from tmp_path and import the test agent from tests.conftest
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
 TINY_SWEEP = [
     "trainer.total_steps=100",
     "trainer.num_envs=2",
@@ -28,23 +29,25 @@ TINY_SWEEP = [
 ]
 
 
-def _multirun(tmp_path: Path, *overrides: str) -> Path:
+def _multirun(tmp_path: Path, *overrides: str, default_dir: bool = False) -> Path:
+    """Run a two-seed sweep; in ``tmp_path/sweep``, or with ``default_dir`` where the
+    config puts it (under ``tmp_path``, the working directory)."""
     folder = write_test_configs(tmp_path / "test_configs")
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.run(
         [
             sys.executable,
-            "train.py",
+            str(ROOT / "train.py"),
             "-m",
             f"hydra.searchpath=[file://{folder}]",
             "+agent=linear_pg",
             "env=cartpole_test",
             *TINY_SWEEP,
-            f"hydra.sweep.dir={sweep_dir}",
+            *([] if default_dir else [f"hydra.sweep.dir={sweep_dir}"]),
             "seed=0,1",
             *overrides,
         ],
-        cwd=ROOT,
+        cwd=tmp_path,
         env=ENV,
         capture_output=True,
         text=True,
@@ -73,6 +76,20 @@ def test_two_job_multirun_writes_logs_side_by_side(tmp_path, launcher):
     }[launcher]
     sweep_dir = _multirun(tmp_path, *extra)
     _assert_two_jobs_logged(sweep_dir)
+    if launcher == "local":  # submitit's logs sit in one folder, none literally named %j
+        assert not list(sweep_dir.rglob("%j"))
+        assert list((sweep_dir / ".submitit").glob("*_0_log.out"))
+
+
+def test_each_sweep_gets_its_own_folder(tmp_path):
+    _multirun(tmp_path, default_dir=True)
+    _multirun(tmp_path, default_dir=True)
+    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir()) == [
+        "multirun",
+        "multirun-1",
+    ]
+    for sweep in ("multirun", "multirun-1"):
+        _assert_two_jobs_logged(tmp_path / "runs" / "default" / sweep)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ class TrainerConfig:
     progress: bool = True  # tqdm progress bar
     run_dir: str | None = None  # None: Hydra's output dir, else runs/api/<env>/<agent>/<seed>
     overwrite: bool = False  # replace the run already in the run dir (default: refuse)
+    trust_checkpoint: bool = False  # resume from a checkpoint written by another user/machine
 
 
 @dataclass

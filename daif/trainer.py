@@ -39,6 +39,8 @@ from daif.checkpoint import (
     checkpoint_dir,
     load_checkpoint,
     save_checkpoint,
+    sign,
+    signed_here,
 )
 from daif.config import EnvConfig, LoggerConfig, TrainerConfig, validate_config
 from daif.envs import make_vector_env, true_next_obs
@@ -165,6 +167,14 @@ class Trainer:
         if self.t.resume:
             resume_from = load_checkpoint(self.t.resume)  # fail before building anything
             check_compatible(resume_from["config"], self.resolved)
+            blob = resume_from["envs"]
+            trusted = self.t.trust_checkpoint or blob is None
+            if not (trusted or signed_here(blob, resume_from.get("envs_signature"))):
+                raise CheckpointError(
+                    f"{resume_from['path']!r} was not written by this user here: resuming "
+                    "unpickles the env it holds, which can run code; pass "
+                    "trainer.trust_checkpoint=true if you trust the file"
+                )
             home = run_dir_of_checkpoint(resume_from["path"])
             resuming_here = home is not None and Path(home).resolve() == self.run_dir
         self.lock = RunLock(self.run_dir).acquire()  # a second process on this dir stops here
@@ -213,6 +223,7 @@ class Trainer:
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
         self.eval_history: list[tuple[int, float, float]] = []
         self.last_checkpoint: Path | None = None
+        self._saved_state: tuple[int, int] | None = None  # (step, evaluations) of last.pt
         self.call_returns: list[float] = []  # training episodes ended during this process
         self.env_restored = True
         if resume_from is not None:
@@ -257,6 +268,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "rng": capture_rng_state(),
             "envs": envs_blob,
+            "envs_signature": None if envs_blob is None else sign(envs_blob),
             "loop": {
                 "global_step": self.global_step,
                 "episodes": self.episodes,
@@ -272,9 +284,12 @@ class Trainer:
 
     def save(self, name: str = LAST) -> Path:
         """Write ``<run_dir>/checkpoints/<name>`` atomically; returns its path."""
-        path = save_checkpoint(checkpoint_dir(self.run_dir) / name, self._payload())
+        path = save_checkpoint(
+            checkpoint_dir(self.run_dir) / name, self._payload(), keep_previous=name == LAST
+        )
         if name == LAST:
             self.last_checkpoint = path
+            self._saved_state = (self.global_step, len(self.eval_history))
         return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -442,7 +457,8 @@ class Trainer:
                     not self.eval_history or self.eval_history[-1][0] != self.global_step
                 ):
                     self.evaluate()
-                self.save()
+                if self._saved_state != (self.global_step, len(self.eval_history)):
+                    self.save()  # unless the interval's save already holds this state
         except NonFiniteLossError as exc:
             if exc.step is None:  # raised while acting: the agent does not know the step
                 exc.set_step(self.global_step)

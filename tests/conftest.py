@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import daif.build  # noqa: E402, F401  (registers agent/deep_defaults before any compose)
+from daif.checkpoint import KEY_ENV  # noqa: E402
 from daif.protocol import AgentContext, Transition  # noqa: E402
 from daif.utils import NonFiniteLossError  # noqa: E402
 from daif.validation import check_positive, check_range  # noqa: E402
@@ -201,6 +202,13 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
         yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _signing_key(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Checkpoint signatures under a key of the test session's own (subprocesses inherit
+    it), not the user's ``~/.config/daif/checkpoint.key``."""
+    os.environ[KEY_ENV] = str(tmp_path_factory.mktemp("key") / "checkpoint.key")
 
 
 @pytest.fixture(autouse=True)

@@ -57,6 +57,63 @@ def test_load_errors_are_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "garbage.pt")
 
 
+class _RunsCode:
+    """Unpickling this calls ``marker.touch()``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "daif-checkpoint", "version": 2, "agent": _RunsCode(marker)}, evil)
+    with pytest.raises(CheckpointError, match=r"refused .*could run code"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", f"checkpoint={evil}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: refused")
+    assert proc.stderr.count("\n") == 1 and not marker.exists()
+
+
+def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(compose_cfg, tmp_path, caplog):
+    res = train(compose_cfg("trainer.checkpoint_interval=200", run_dir=tmp_path / "r"))
+    folder = res.run_dir / "checkpoints"
+    assert load_checkpoint(folder / "previous.pt")["loop"]["global_step"] == 200
+    last = folder / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # half a copy
+    with caplog.at_level("WARNING", logger="daif.checkpoint"):
+        ckpt = load_checkpoint(res.run_dir)
+    assert ckpt["loop"]["global_step"] == 200 and ckpt["path"].endswith("previous.pt")
+    assert "cannot read checkpoint" in caplog.text and "previous.pt" in caplog.text
+    # and the run resumes from it, to the same end
+    resumed = train(compose_cfg(f"trainer.resume={res.run_dir}", run_dir=res.run_dir))
+    assert resumed.global_step == 400 and resumed.trained_steps == 200
+
+
+def test_resuming_a_file_written_by_someone_else_needs_trust(compose_cfg, tmp_path, monkeypatch):
+    train(compose_cfg("trainer.total_steps=200", run_dir=tmp_path / "theirs"))
+    monkeypatch.setenv("DAIF_CHECKPOINT_KEY", str(tmp_path / "my.key"))  # another user
+    cfg = compose_cfg(f"trainer.resume={tmp_path / 'theirs'}", run_dir=tmp_path / "theirs")
+    with pytest.raises(CheckpointError, match=r"trainer\.trust_checkpoint=true"):
+        train(cfg)
+    trusted = compose_cfg(
+        f"trainer.resume={tmp_path / 'theirs'}",
+        "trainer.trust_checkpoint=true",
+        run_dir=tmp_path / "theirs",
+    )
+    assert train(trusted).global_step == 400
+
+
 def test_run_dir_resolves_to_last_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "checkpoints" / "last.pt", {"k": 7})
     assert load_checkpoint(tmp_path)["k"] == 7

@@ -43,6 +43,7 @@ VERSION = 2
 CHECKPOINT_SUBDIR = "checkpoints"
 LAST = "last.pt"
 PREVIOUS = "previous.pt"  # the last.pt before the newest
+EXPORT = "export"  # `kind` of an exported agent (daif.api.Learner.save): nothing to resume
 # What weights_only loading may rebuild besides tensors and plain containers: numpy arrays
 # of plain dtypes (RNG states, observations); object arrays still need refused globals.
 _PLAIN_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")

@@ -23,6 +23,7 @@ import math
 import pickle
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from daif.build import make_agent
 from daif.checkpoint import (
+    EXPORT,
     LAST,
     CheckpointError,
     check_compatible,
@@ -166,6 +168,11 @@ class Trainer:
         resuming_here = False
         if self.t.resume:
             resume_from = load_checkpoint(self.t.resume)  # fail before building anything
+            if resume_from.get("kind") == EXPORT:
+                raise CheckpointError(
+                    f"{resume_from['path']!r} is an exported agent (weights and config): it "
+                    "evaluates and loads, but a resume needs the run's checkpoints/last.pt"
+                )
             check_compatible(resume_from["config"], self.resolved)
             blob = resume_from["envs"]
             trusted = self.t.trust_checkpoint or blob is None
@@ -400,8 +407,13 @@ class Trainer:
         self.episode_start = done
         self.global_step = step
 
-    def run(self) -> TrainResult:
-        """Train until ``trainer.total_steps``; always closes envs, the logger and the lock."""
+    def run(self, callback: Callable[[Trainer], bool | None] | None = None) -> TrainResult:
+        """Train until ``trainer.total_steps``; always closes envs, the logger and the lock.
+
+        Args:
+            callback: called with this trainer after each periodic evaluation; returning
+                ``False`` ends training there (the final evaluation and checkpoint follow).
+        """
         from tqdm.auto import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -447,12 +459,17 @@ class Trainer:
                             np.mean(self.recent_returns) if self.recent_returns else float("nan")
                         )
                         bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.1f}", refresh=False)
+                    stop = False
                     if self.eval_envs is not None and _crossed(
                         prev, self.global_step, t.eval_interval
                     ):
                         self.evaluate()
+                        stop = callback is not None and callback(self) is False
                     if _crossed(prev, self.global_step, t.checkpoint_interval):
                         self.save()
+                    if stop:
+                        log.info("callback stopped training at step %d", self.global_step)
+                        break
                 if self.eval_envs is not None and (
                     not self.eval_history or self.eval_history[-1][0] != self.global_step
                 ):

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pins torch to the CPU build available here; GPU users: `make install CONSTRAINTS=`.
 CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
-EXTRAS ?= dev,sweep,video,bench
+EXTRAS ?= dev,sweep,video,bench,wandb
 ARGS ?= env=cartpole
 
 .PHONY: install test lint format train tensorboard bench clean

@@ -57,11 +57,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-# daif imports from a bare checkout too: spawned workers re-import this module first
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+BENCH_DIR = Path(__file__).resolve().parent
+# daif (and curves.py) import from a bare checkout too: spawned workers re-import this
+# module first
+for _path in (REPO, BENCH_DIR):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 CONFIG_DIR = REPO / "configs"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = BENCH_DIR / "results"
 
 EVAL_INTERVAL = 2500
 EVAL_EPISODES = 10
@@ -744,6 +747,8 @@ def write_report(
             "",
             tables,
             "",
+            f"![learning curves]({out.with_suffix('.png').name})",
+            "",
         ]
     )
     out.write_text(text, encoding="utf-8")
@@ -773,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "env": args.env,
         "steps": args.steps,
         "target": args.target,
+        "eval_interval": args.eval_interval,
         "workers": args.workers,
     }
     keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
@@ -805,7 +811,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(tables)
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
+    write_curves(out, args, [*results, *(r for _, runs, _ in loaded for r in runs)])
     return 0
+
+
+def write_curves(out: Path, args: argparse.Namespace, runs: Sequence[RunResult]) -> Path | None:
+    """The learning-curve PNG beside the report (``curves.py``: every seed, and the IQM
+    over seeds with a 95% bootstrap CI, daif and the baselines on one plot). Without the
+    ``bench`` extra's plotting packages the tables still stand, so this only warns."""
+    from curves import default_title, plot_curves, require_plotting
+
+    png = out.with_suffix(".png")
+    try:
+        require_plotting()
+    except ImportError as exc:
+        print(f"warning: no learning curves: {exc}", file=sys.stderr)
+        return None
+    if not any(r.error is None and r.evals for r in runs):
+        return None
+    plot_curves(runs, args.target, default_title(args.env_id, runs), png, args.eval_interval)
+    print(f"wrote {png}")
+    return png
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ naming the dotted key and the bad value (the checks themselves are in
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -20,7 +21,8 @@ from daif.envs import check_env_id
 from daif.utils import AMP_MODES
 from daif.validation import ConfigError, check_choice, check_int
 
-LOGGER_BACKENDS: tuple[str, ...] = ("tensorboard", "none")
+LOGGER_BACKENDS: tuple[str, ...] = ("tensorboard", "wandb", "none")
+WANDB_MODES: tuple[str, ...] = ("online", "offline")
 
 
 @dataclass
@@ -51,10 +53,15 @@ class TrainerConfig:
 class LoggerConfig:
     """``logger.*``: where scalars, images and hparams go."""
 
-    backend: str = "tensorboard"  # tensorboard | none
+    backend: str = "tensorboard"  # tensorboard | wandb (TensorBoard and W&B) | none
     flush_secs: int = 10
     log_images: bool = True
     log_hparams: bool = True
+    # Weights & Biases, read only with backend=wandb
+    project: str = "daif"
+    entity: str | None = None  # W&B team or user; None: the account's default
+    group: str | None = None  # e.g. one group per sweep
+    mode: str = "online"  # online | offline (then `wandb sync <run>/wandb/offline-run-*`)
 
 
 @dataclass
@@ -141,6 +148,12 @@ def logger_settings(cfg: DictConfig) -> LoggerConfig:
     lg = LoggerConfig(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
     check_choice("logger.backend", lg.backend, LOGGER_BACKENDS)
     check_int("logger.flush_secs", lg.flush_secs, minimum=1)
+    if lg.backend == "wandb":
+        check_choice("logger.mode", lg.mode, WANDB_MODES)
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                "logger.backend='wandb' needs the wandb package: pip install -e '.[wandb]'"
+            )
     return lg
 
 

@@ -1,4 +1,5 @@
-"""TensorBoard logging: scalars, images and the hparams dashboard, behind one small class.
+"""Run logging: TensorBoard scalars, images and the hparams dashboard, and optionally the
+same tags in Weights & Biases, behind one small class.
 
 Tag conventions (see README): ``charts/episodic_return``, ``charts/episodic_length``,
 ``charts/sps``, ``eval/mean_return``, ``eval/std_return``, and whatever an agent's
@@ -7,8 +8,10 @@ Tag conventions (see README): ``charts/episodic_return``, ``charts/episodic_leng
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +47,74 @@ def flatten_config(
     return flat
 
 
+@dataclass(frozen=True)
+class WandbSettings:
+    """Where a run goes in Weights & Biases (``logger.project`` / ``entity`` / ``group`` /
+    ``mode``)."""
+
+    project: str = "daif"
+    entity: str | None = None
+    group: str | None = None
+    mode: str = "online"  # online | offline
+
+
+class _WandbRun:
+    """The W&B side of a :class:`Logger`: the same tags, against the trainer's step.
+
+    Every value is logged with ``global_step`` as its x-axis (``define_metric``), not as
+    W&B's own step, which must only grow: a resumed run re-logs from its checkpoint's
+    step. The run id is derived from the run folder, so a resume continues the same W&B
+    run; its files go to ``<run dir>/wandb``.
+    """
+
+    def __init__(self, log_dir: Path, settings: WandbSettings, config: Mapping[str, Any]) -> None:
+        import wandb
+
+        run_id = hashlib.sha1(str(log_dir.resolve()).encode()).hexdigest()[:16]
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            group=settings.group,
+            mode=settings.mode,
+            dir=str(log_dir),
+            name=f"{log_dir.parent.name}/{log_dir.name}",
+            id=run_id,
+            resume="allow",
+            config=dict(config),
+            settings=wandb.Settings(console="off", quiet=True),
+        )
+        self.run.define_metric("global_step")
+        self.run.define_metric("*", step_metric="global_step")
+
+    def log(self, values: Mapping[str, Any], step: int) -> None:
+        self.run.log({**values, "global_step": step})
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.log({tag: self._wandb.Image(np.moveaxis(image, 0, -1))}, step)
+
+    def summary(self, values: Mapping[str, float]) -> None:
+        self.run.summary.update(dict(values))
+
+    def close(self) -> None:
+        self.run.finish()
+        # finish() returns before W&B's service has written the run file to its end;
+        # shutting the service down waits for that (a new run starts a new service)
+        self._wandb.teardown()
+
+
 class Logger:
-    """TensorBoard writer for one run (``backend="none"`` discards everything).
+    """TensorBoard writer for one run, and with ``backend="wandb"`` a Weights & Biases run
+    that receives the same tags (``backend="none"`` discards everything).
 
     Args:
-        log_dir: folder for the event files.
-        backend: ``"tensorboard"`` or ``"none"``.
+        log_dir: folder for the event files (and ``wandb/``).
+        backend: ``"tensorboard"``, ``"wandb"`` (TensorBoard and W&B) or ``"none"``.
         purge_step: on resume, the step of the checkpoint: events a crashed run wrote after
             it are hidden by TensorBoard, so curves do not double back.
         flush_secs: how often the writer flushes to disk.
+        wandb: the W&B project, entity, group and mode (``backend="wandb"`` only).
+        config: the run's resolved config, W&B's run config.
     """
 
     def __init__(
@@ -61,18 +123,23 @@ class Logger:
         backend: str = "tensorboard",
         purge_step: int | None = None,
         flush_secs: int = 10,
+        wandb: WandbSettings | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.backend = backend
         self._writer = None
-        if backend == "tensorboard":
+        self._wandb: _WandbRun | None = None
+        if backend not in ("tensorboard", "wandb", "none"):
+            raise ValueError(f"logger.backend: unknown backend {backend!r}")
+        if backend != "none":
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(
                 str(self.log_dir), purge_step=purge_step, flush_secs=flush_secs
             )
-        elif backend != "none":
-            raise ValueError(f"logger.backend: unknown backend {backend!r}")
+        if backend == "wandb":
+            self._wandb = _WandbRun(self.log_dir, wandb or WandbSettings(), config or {})
 
     @property
     def enabled(self) -> bool:
@@ -80,8 +147,7 @@ class Logger:
 
     def scalar(self, tag: str, value: Any, step: int) -> None:
         """Log one scalar (float, numpy scalar or 0-d tensor)."""
-        if self._writer is not None:
-            self._writer.add_scalar(tag, to_float(value), global_step=step)
+        self.scalars({tag: value}, step)
 
     def scalars(self, values: Mapping[str, Any], step: int) -> dict[str, float]:
         """Log a ``{tag: value}`` dict; returns the values as floats."""
@@ -89,6 +155,8 @@ class Logger:
         if self._writer is not None:
             for tag, v in floats.items():
                 self._writer.add_scalar(tag, v, global_step=step)
+        if self._wandb is not None and floats:
+            self._wandb.log(floats, step)
         return floats
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
@@ -100,6 +168,8 @@ class Logger:
             )
         if self._writer is not None:
             self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
+        if self._wandb is not None:
+            self._wandb.image(tag, image, step)
 
     def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Write the flattened config and final metrics to the hparams dashboard of this run
@@ -119,6 +189,8 @@ class Logger:
             file_writer.add_summary(summary)
         for tag, value in metric_dict.items():
             self._writer.add_scalar(tag, value, global_step=0)
+        if self._wandb is not None:  # the run's config is already W&B's run config
+            self._wandb.summary(metric_dict)
 
     def flush(self) -> None:
         if self._writer is not None:
@@ -128,3 +200,6 @@ class Logger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None

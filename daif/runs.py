@@ -12,7 +12,8 @@ The folder a run writes is chosen once, before Hydra creates it (``hydra.run.dir
   exists, the first free ``…/seed<seed>-1``, ``-2``, …; ``trainer.overwrite=true`` takes
   the preset path as it is and clears the old run's files.
 
-Sweeps get their own folder the same way (``daif.new_dir`` on ``hydra.sweep.dir``). Both
+Sweeps get their own folder the same way (``daif.new_dir`` on ``hydra.sweep.dir``);
+``daif.sqlite`` turns a path into the absolute SQLite URL of an Optuna study. The
 resolvers are cached by OmegaConf, and Hydra copies that cache into each sweep job's
 config, so every process of a run or sweep agrees on the folder.
 
@@ -213,12 +214,36 @@ class RunLock:
         self.release()
 
 
+def sqlite_url(path: str | Path) -> str:
+    """``sqlite:///<absolute path>`` for a database file, its folder created: an Optuna
+    study shared by several processes (``hydra.sweeper.storage``). SQLite cannot create
+    the folder itself, and an absolute path keeps one file whatever each process's
+    working directory."""
+    p = Path(path).expanduser().resolve()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{p}"
+    try:
+        import fcntl
+
+        import optuna
+    except ImportError:  # no sweep extra (or Windows): the sweeper says what is missing
+        return url
+    # Create the tables once, under a lock: sweeper processes that start together would
+    # otherwise race to create the same schema and one of them fail.
+    with open(p.with_name(p.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        optuna.storages.RDBStorage(url)
+    return url
+
+
 def _register_resolvers() -> None:
     # use_cache: resolved once per config; Hydra copies the cache into sweep jobs' configs
     if not OmegaConf.has_resolver("daif.run_dir"):
         OmegaConf.register_new_resolver("daif.run_dir", choose_run_dir, use_cache=True)
     if not OmegaConf.has_resolver("daif.new_dir"):
         OmegaConf.register_new_resolver("daif.new_dir", new_dir, use_cache=True)
+    if not OmegaConf.has_resolver("daif.sqlite"):
+        OmegaConf.register_new_resolver("daif.sqlite", sqlite_url, use_cache=True)
 
 
 _register_resolvers()

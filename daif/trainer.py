@@ -47,7 +47,7 @@ from daif.checkpoint import (
 from daif.config import EnvConfig, LoggerConfig, TrainerConfig, validate_config
 from daif.envs import make_vector_env, true_next_obs
 from daif.evaluation import EVAL_SEED_OFFSET, run_episodes
-from daif.logger import Logger, to_float
+from daif.logger import Logger, WandbSettings, to_float
 from daif.protocol import AgentContext, Transition
 from daif.runs import (
     RunLock,
@@ -246,11 +246,14 @@ class Trainer:
         if self._logger is None:
             # purge_step: on resume, events a killed process wrote after the checkpoint's
             # step are hidden by TensorBoard (those at the step were written before the save)
+            lg = self.logger_cfg
             self._logger = Logger(
                 self.run_dir,
-                backend=self.logger_cfg.backend,
+                backend=lg.backend,
                 purge_step=self.global_step + 1 if self._resumed else None,
-                flush_secs=self.logger_cfg.flush_secs,
+                flush_secs=lg.flush_secs,
+                wandb=WandbSettings(lg.project, lg.entity, lg.group, lg.mode),
+                config=self.resolved,
             )
         return self._logger
 

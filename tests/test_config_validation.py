@@ -28,14 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
         ("trainer.compile=maybe", "trainer.compile"),
         ("trainer.log_interval=0", "trainer.log_interval"),
         ("trainer.device=tpu", "trainer.device"),
-        ("logger.backend=wandb", "logger.backend"),
+        ("logger.backend=mlflow", "logger.backend"),
+        ("logger=wandb logger.mode=cloud", "logger.mode"),
         ("seed=-1", "seed"),
         ("+trainer.bogus=1", "trainer.bogus"),
     ],
 )
 def test_bad_trainer_values_rejected_before_anything_is_built(compose_cfg, tmp_path, override, key):
     run_dir = tmp_path / "never"
-    cfg = compose_cfg(override, run_dir=run_dir)
+    cfg = compose_cfg(*override.split(), run_dir=run_dir)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train(cfg)
     assert not run_dir.exists()  # failed before the run dir (or anything else) was made

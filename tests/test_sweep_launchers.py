@@ -110,28 +110,44 @@ def test_launcher_presets_select_their_plugin(preset, target):
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
 
 
-def test_optuna_preset_maximises_eval_return(tmp_path):
-    sweep_dir = tmp_path / "optuna"
-    overrides = [o for o in DEEP_TINY if not o.startswith("trainer.")]
-    proc = subprocess.run(
+def _optuna_sweep(cwd: Path, sweep_dir: Path, *overrides: str) -> subprocess.Popen:
+    """Start the Optuna preset on the tiny deep agent (two trials) in ``cwd``."""
+    deep = [o for o in DEEP_TINY if not o.startswith("trainer.")]
+    return subprocess.Popen(
         [
             sys.executable,
-            "train.py",
+            str(ROOT / "train.py"),
             "-m",
             "hparams_search=cartpole_optuna",
-            *overrides,
+            *deep,
             *TINY_SWEEP,
             "hydra.sweeper.n_trials=2",
             f"hydra.sweep.dir={sweep_dir}",
             "logger=none",
+            *overrides,
         ],
-        cwd=ROOT,
+        cwd=cwd,
         env=ENV,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    return out
+
+
+def _finals(stdout: str) -> list[float]:
+    """The objective: the final eval return each trial printed."""
+    return [float(line.split()[3]) for line in stdout.splitlines() if line.startswith("final eval")]
+
+
+def test_optuna_preset_maximises_eval_return_in_an_sqlite_study(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    stdout = _finish(_optuna_sweep(tmp_path, sweep_dir))
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["name"] == "optuna"
     assert set(result["best_params"]) == {
@@ -142,10 +158,23 @@ def test_optuna_preset_maximises_eval_return(tmp_path):
     }
     jobs = sorted((sweep_dir / "cartpole" / "daif").iterdir())
     assert [j.name for j in jobs] == ["job0", "job1"]
-    # the objective is the final eval return each trial printed
-    finals = [
-        float(line.split()[3])
-        for line in proc.stdout.splitlines()
-        if line.startswith("final eval return")
-    ]
+    finals = _finals(stdout)
     assert len(finals) == 2 and result["best_value"] == pytest.approx(max(finals), abs=0.01)
+    # the study is kept in runs/<name>/optuna.db under the working directory
+    assert (tmp_path / "runs" / "cartpole_optuna" / "optuna.db").is_file()
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    # two sweepers started together, each with its own sampler seed, on the default
+    # storage: both must add their trials to the one study
+    procs = [_optuna_sweep(tmp_path, tmp_path / f"sweep{i}", f"seed={i}") for i in (0, 1)]
+    finals = [v for proc in procs for v in _finals(_finish(proc))]
+    url = f"sqlite:///{tmp_path / 'runs' / 'cartpole_optuna' / 'optuna.db'}"
+    study = optuna.load_study(study_name="cartpole_optuna", storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    assert sorted(t.value for t in done) == pytest.approx(sorted(finals), abs=0.01)
+    # a third sweep continues the study instead of starting a new one
+    _finish(_optuna_sweep(tmp_path, tmp_path / "sweep2", "hydra.sweeper.n_trials=1"))
+    assert len(optuna.load_study(study_name="cartpole_optuna", storage=url).trials) == 5

@@ -77,14 +77,30 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "mountaincar": ("MountainCar-v0", -130.0, 100_000),
     "lunarlander": ("LunarLander-v3", 200.0, 200_000),
     "cartpole_pixels": ("daif/CartPolePixels-v0", 475.0, 50_000),
+    "pendulum": ("Pendulum-v1", -200.0, 15_000),
 }
 
 # Hyperparameters of the RL Baselines3 Zoo (github.com/DLR-RM/rl-baselines3-zoo,
-# hyperparams/ppo.yml and hyperparams/dqn.yml), transcribed. "lin_x" is the zoo's linear
+# hyperparams/{ppo,dqn,sac,td3}.yml), transcribed; keys the zoo leaves out are SB3's
+# defaults. "lin_x" is the zoo's linear
 # schedule x·(1 − progress); "normalize" wraps the env in VecNormalize (observations and
 # rewards), as the zoo does; "n_timesteps" is the zoo's training length, which sets
 # the length of every schedule.
 ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "sac": {"Pendulum-v1": {"n_timesteps": 20_000, "learning_rate": 1e-3}},
+    "td3": {
+        "Pendulum-v1": {
+            "n_timesteps": 20_000,
+            "gamma": 0.98,
+            "buffer_size": 200_000,
+            "learning_starts": 10_000,
+            "noise_std": 0.1,  # the zoo's noise_type 'normal'
+            "gradient_steps": -1,
+            "train_freq": (1, "episode"),
+            "learning_rate": 1e-3,
+            "policy_kwargs": {"net_arch": [400, 300]},
+        }
+    },
     "ppo": {
         "CartPole-v1": {
             "n_envs": 8,
@@ -497,12 +513,12 @@ def run_sb3(
     stop_at: float | None = None,
     eval_interval: int = EVAL_INTERVAL,
 ) -> RunResult:
-    """Train SB3 ``ppo`` or ``dqn`` with the zoo's hyperparameters, same eval protocol
-    (``stop_at`` as in :func:`run_daif`)."""
+    """Train SB3 ``ppo``, ``dqn``, ``sac`` or ``td3`` with the zoo's hyperparameters, same
+    eval protocol (``stop_at`` as in :func:`run_daif`)."""
     _worker_setup()
     out = RunResult(algo=algo, seed=seed)
     try:
-        from stable_baselines3 import DQN, PPO
+        from stable_baselines3 import DQN, PPO, SAC, TD3
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.evaluation import evaluate_policy
@@ -521,13 +537,21 @@ def run_sb3(
                 hp[key] = _zoo_schedule(hp[key], scale)
         if algo == "dqn" and scale != 1.0:
             hp["exploration_fraction"] /= scale  # keep the zoo's exploration length in steps
+        if "noise_std" in hp:
+            import gymnasium as gym
+            import numpy as np
+            from stable_baselines3.common.noise import NormalActionNoise
+
+            dims = gym.make(env_id).action_space.shape[0]
+            std = hp.pop("noise_std")
+            hp["action_noise"] = NormalActionNoise(np.zeros(dims), std * np.ones(dims))
 
         env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
         eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
         if normalize:
             env = VecNormalize(env, gamma=hp["gamma"])
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        cls = {"ppo": PPO, "dqn": DQN}[algo]
+        cls = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
         model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
 
         class EvalEvery(BaseCallback):
@@ -584,7 +608,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--baselines",
         default=None,
-        help="comma list of ppo,dqn or 'none' (default: ppo,dqn if stable-baselines3 is installed)",
+        help="comma list of ppo,dqn,sac,td3 or 'none' (default: the zoo's for the env, if "
+        "stable-baselines3 is installed)",
     )
     p.add_argument(
         "--ablate",
@@ -642,7 +667,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.steps < args.eval_interval:
         p.error(f"--steps must be >= the eval interval {args.eval_interval}, got {args.steps}")
     if args.baselines is None:
-        args.baselines = ["ppo", "dqn"] if _sb3_available() else []
+        args.baselines = (
+            [a for a, hp in ZOO_HYPERPARAMS.items() if env_id in hp] if _sb3_available() else []
+        )
     elif args.baselines.strip().lower() in ("", "none"):
         args.baselines = []
     else:

@@ -173,6 +173,35 @@ def gaussian_mixture_info_gain(means: Tensor, stds: Tensor) -> Tensor:
     return (-log_mix).mean(-1).clamp(min=0.0)
 
 
+def squashed_gaussian_log_prob(u: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """ln q(a) of a = tanh(u), u ~ N(μ, diag σ²): the density after the change of variables,
+
+        ln q(a) = ln N(u; μ, σ²) − Σ_d ln(1 − tanh²(u_d)),
+
+    with ln(1 − tanh² u) = 2·(ln 2 − u − softplus(−2u)), exact and finite for any u
+    (no 1 − a² that rounds to 0 once |a| nears 1).
+
+    Args:
+        u: ``[..., D]`` pre-squash sample; mean, std: ``[..., D]``.
+    Returns:
+        ``[...]``.
+    """
+    log_det = 2.0 * (math.log(2.0) - u - torch.nn.functional.softplus(-2.0 * u))
+    return gaussian_log_prob(u, mean, std) - log_det.sum(-1)
+
+
+def squashed_gaussian_sample(mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+    """A reparameterised sample a = tanh(μ + σ·ε), ε ~ N(0, I), and its ln q(a).
+
+    Args:
+        mean, std: ``[..., D]``.
+    Returns:
+        ``(a[..., D] in (−1, 1), log_prob[...])``; gradients flow to μ and σ.
+    """
+    u = mean + std * torch.randn_like(std)
+    return torch.tanh(u), squashed_gaussian_log_prob(u, mean, std)
+
+
 # ---------------------------------------------------------------------------
 # Expected free energy terms
 # ---------------------------------------------------------------------------

@@ -34,7 +34,8 @@ class ReplayBuffer:
         num_envs: N, the number of environments per :meth:`add`.
         obs_shape: shape of one observation.
         obs_dtype: torch dtype observations are stored in (``uint8`` keeps pixel frames small).
-        action_dtype: torch dtype of (discrete) actions.
+        action_dtype: torch dtype of actions (long: discrete; float32: continuous).
+        action_shape: shape of one action (``()`` discrete, ``(A,)`` continuous).
         device: where the tensors live (sampling then never copies across devices).
         annotations: names of extra float32 ``[T, N]`` columns, zero until :meth:`write`.
     """
@@ -46,6 +47,7 @@ class ReplayBuffer:
         obs_shape: tuple[int, ...],
         obs_dtype: torch.dtype = torch.float32,
         action_dtype: torch.dtype = torch.long,
+        action_shape: tuple[int, ...] = (),
         device: torch.device | str = "cpu",
         annotations: tuple[str, ...] = (),
     ) -> None:
@@ -60,7 +62,7 @@ class ReplayBuffer:
         n, t = num_envs, self.slots
         self.data: dict[str, Tensor] = {
             "obs": torch.zeros((t, n, *self.obs_shape), dtype=obs_dtype, device=self.device),
-            "action": torch.zeros((t, n), dtype=action_dtype, device=self.device),
+            "action": torch.zeros((t, n, *action_shape), dtype=action_dtype, device=self.device),
             "reward": torch.zeros((t, n), dtype=torch.float32, device=self.device),
             "next_obs": torch.zeros((t, n, *self.obs_shape), dtype=obs_dtype, device=self.device),
             "terminated": torch.zeros((t, n), dtype=torch.bool, device=self.device),

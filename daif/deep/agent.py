@@ -1,7 +1,9 @@
 """The deep active inference agent: a world model, an expected-free-energy critic, replay.
 
 Acting: q(a|s) = softmax(−β·G(s, ·)) at the posterior mean s = ŝ(o), its mode when
-``deterministic``. Learning, one gradient step (:meth:`DeepActiveInferenceAgent.update`):
+``deterministic``; with continuous actions q(a|s) is a tanh-squashed Gaussian actor that
+minimises E_q[G] − α·H[q] (:mod:`daif.deep.efe`), its mean when ``deterministic``.
+Learning, one gradient step (:meth:`DeepActiveInferenceAgent.update`):
 
 1. sample B sequences of n steps from replay;
 2. the critic's n-step target (:mod:`daif.deep.efe`): the observed risk of each step plus
@@ -9,13 +11,14 @@ Acting: q(a|s) = softmax(−β·G(s, ·)) at the posterior mean s = ŝ(o), its m
    by the target critic;
 3. on every ``model_update_every``-th step, the world model's free energy
    (:mod:`daif.deep.world_model`) is added to the loss;
-4. one Adam step on both, gradient norms clipped per group, then the Polyak update of the
-   target critic.
+4. one Adam step on all (with the actor and its temperature when actions are continuous),
+   gradient norms clipped per group, then the Polyak update of the target critic.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,18 +38,28 @@ from daif.replay import ReplayBuffer
 from daif.utils import NonFiniteLossError, autocast, check_amp, clip_grad_norm_, grad_scaler
 from daif.validation import ConfigError
 
-LOSS_TAGS: tuple[str, ...] = (*MODEL_LOSS_TAGS, "losses/critic_td")
+LOSS_TAGS: tuple[str, ...] = (*MODEL_LOSS_TAGS, "losses/critic_td", "losses/actor")
 Factory = Callable[..., nn.Module]
+
+
+class Temperature(nn.Module):
+    """α = 1/β, the weight of the actor's entropy, learned as ln α."""
+
+    def __init__(self, initial: float) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(initial)))
 
 
 class DeepActiveInferenceAgent:
     """Deep active inference for Box observations (vectors or uint8 pixels) and discrete
-    actions.
+    or continuous (1-D Box) actions.
 
     Networks are factories that the agent calls with the sizes it knows:
     ``encoder(obs_shape=, latent_dim=)``, ``decoder(latent_dim=, obs_shape=)``,
     ``transition(latent_dim=, num_actions=)``, ``outcome(latent_dim=, num_actions=)``,
-    ``critic(latent_dim=, num_actions=)`` and ``preference()`` (ln P̃ of outcomes).
+    ``critic(latent_dim=, num_actions=)`` and ``preference()`` (ln P̃ of outcomes); with
+    continuous actions the action-conditioned ones also get ``continuous=True`` and
+    ``actor(latent_dim=, num_actions=)`` is required.
     Hyperparameters: :class:`daif.deep.config.DeepAgentConfig`.
     """
 
@@ -61,15 +74,29 @@ class DeepActiveInferenceAgent:
         outcome: Factory,
         critic: Factory,
         preference: Factory,
+        actor: Factory | None = None,
         config: DeepAgentConfig | None = None,
         num_envs: int = 1,
         device: torch.device | str = "cpu",
         amp: str = "off",
         compile: bool = False,
     ) -> None:
-        if not isinstance(action_space, gym.spaces.Discrete):
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if self.continuous:
+            bounded = np.all(np.isfinite(action_space.low) & np.isfinite(action_space.high))
+            if len(action_space.shape) != 1 or not bounded:
+                raise ConfigError(
+                    f"env: continuous actions must be a 1-D Box with finite bounds, got "
+                    f"{action_space}"
+                )
+            if actor is None:
+                raise ConfigError(
+                    f"agent.actor: the env's actions are continuous ({action_space}); use "
+                    "agent=daif_continuous, which adds an actor"
+                )
+        elif not isinstance(action_space, gym.spaces.Discrete):
             raise ConfigError(
-                f"env: the deep agent needs a Discrete action space, got {action_space}"
+                f"env: the deep agent needs a Discrete or Box action space, got {action_space}"
             )
         if not isinstance(observation_space, gym.spaces.Box):
             raise ConfigError(
@@ -88,17 +115,18 @@ class DeepActiveInferenceAgent:
             raise ConfigError(
                 f"trainer.amp='fp16' needs a CUDA device, not {self.device}; use bf16"
             )
-        self.num_actions = int(action_space.n)
+        self.num_actions = int(action_space.shape[0]) if self.continuous else int(action_space.n)
         obs_shape = tuple(int(d) for d in observation_space.shape)
         z, na = c.latent_dim, self.num_actions
+        acts = {"num_actions": na, **({"continuous": True} if self.continuous else {})}
         self.world_model = WorldModel(
             encoder(obs_shape=obs_shape, latent_dim=z),
             decoder(latent_dim=z, obs_shape=obs_shape),
-            transition(latent_dim=z, num_actions=na),
-            outcome(latent_dim=z, num_actions=na),
+            transition(latent_dim=z, **acts),
+            outcome(latent_dim=z, **acts),
             observation_space,
         ).to(self.device)
-        self.critic = critic(latent_dim=z, num_actions=na).to(self.device)
+        self.critic = critic(latent_dim=z, **acts).to(self.device)
         self.preference = preference().to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self._model_params = list(self.world_model.parameters())
@@ -106,9 +134,21 @@ class DeepActiveInferenceAgent:
         self._target_params = list(self.critic_target.parameters())
         self._params = self._model_params + self._critic_params
         model_lr = c.lr if c.model_lr is None else c.model_lr
-        self._base_lrs = (model_lr, c.lr)
+        groups = [{"params": self._model_params, "lr": model_lr}, {"params": self._critic_params}]
+        self._base_lrs: tuple[float, ...] = (model_lr, c.lr)
+        if self.continuous:
+            self.actor = actor(latent_dim=z, num_actions=na).to(self.device)
+            self.temperature = Temperature(1.0 / max(c.precision, 1e-6)).to(self.device)
+            self._actor_params = [*self.actor.parameters(), *self.temperature.parameters()]
+            self._params = self._params + self._actor_params
+            groups.append({"params": self._actor_params})
+            self._base_lrs = (*self._base_lrs, c.lr)
+            self.target_entropy = -float(na) if c.target_entropy is None else c.target_entropy
+            low = torch.as_tensor(action_space.low, dtype=torch.float32)
+            high = torch.as_tensor(action_space.high, dtype=torch.float32)
+            self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
         self.optimizer = torch.optim.Adam(
-            [{"params": self._model_params, "lr": model_lr}, {"params": self._critic_params}],
+            groups,
             lr=c.lr,
             fused=self.device.type in ("cpu", "cuda"),  # one kernel, not a loop over tensors
         )
@@ -118,6 +158,8 @@ class DeepActiveInferenceAgent:
             num_envs,
             obs_shape,
             obs_dtype=torch.uint8 if self.world_model.pixels else torch.float32,
+            action_dtype=torch.float32 if self.continuous else torch.long,
+            action_shape=(na,) if self.continuous else (),
             device=self.device,
             annotations=ANNOTATIONS,  # kept whatever the source, so it can change on resume
         )
@@ -138,11 +180,8 @@ class DeepActiveInferenceAgent:
     @classmethod
     def from_context(cls, ctx: AgentContext, **hparams: Any) -> DeepActiveInferenceAgent:
         """Build from the trainer's context and the ``agent`` config (networks + fields)."""
-        nets = {
-            k: hparams.pop(k)
-            for k in ("encoder", "decoder", "transition", "outcome", "critic", "preference")
-            if k in hparams
-        }
+        names = ("encoder", "decoder", "transition", "outcome", "critic", "preference", "actor")
+        nets = {k: hparams.pop(k) for k in names if k in hparams}
         return cls(
             ctx.observation_space,
             ctx.action_space,
@@ -161,8 +200,12 @@ class DeepActiveInferenceAgent:
 
     @torch.no_grad()
     def expected_free_energy(self, obs: Tensor) -> Tensor:
-        """G(s, a) of every action at s = ŝ(o): ``obs[N, ...] → [N, A]``."""
-        return self.critic(self.world_model.encode(obs))
+        """G(s, a) of every action at s = ŝ(o): ``obs[N, ...] → [N, A]``; with continuous
+        actions, the pessimistic G of the actor's mean action, ``[N, 1]``."""
+        z = self.world_model.encode(obs)
+        if self.continuous:
+            return self.critic(z, torch.tanh(self.actor(z)[0])).amax(0).unsqueeze(-1)
+        return self.critic(z)
 
     @torch.no_grad()
     def act(
@@ -171,6 +214,8 @@ class DeepActiveInferenceAgent:
         """a ~ softmax(−β·G(s, ·)), or its mode when ``deterministic``; uniform before
         ``learning_starts`` (G is noise then)."""
         obs_t = torch.as_tensor(np.asarray(obs), device=self.device)
+        if self.continuous:
+            return self._act_continuous(obs_t, deterministic), None
         if not deterministic and self.env_steps < self.config.learning_starts:
             return torch.randint(0, self.num_actions, (obs_t.shape[0],)).numpy(), None
         with autocast(self.device, self.amp):
@@ -181,6 +226,20 @@ class DeepActiveInferenceAgent:
             return g.argmin(-1).cpu().numpy(), None
         q = maths.softmax(-g, self.config.precision_at(self.env_steps))
         return torch.multinomial(q, 1).squeeze(-1).cpu().numpy(), None
+
+    def _act_continuous(self, obs: Tensor, deterministic: bool) -> np.ndarray:
+        """a = tanh(u), u ~ q(u|s) (tanh of the mean when ``deterministic``; uniform over
+        the box before ``learning_starts``), rescaled to the env's bounds: ``[N, A]``."""
+        if not deterministic and self.env_steps < self.config.learning_starts:
+            a = torch.rand(obs.shape[0], self.num_actions) * 2.0 - 1.0
+        else:
+            with autocast(self.device, self.amp):
+                mean, std = self.actor(self.world_model.encode(obs))
+            if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):
+                raise NonFiniteLossError("actor q(a|s)", None)
+            a = torch.tanh(mean) if deterministic else maths.squashed_gaussian_sample(mean, std)[0]
+        a = a.float().cpu()
+        return (self._action_center + self._action_scale * a).numpy()
 
     # ------------------------------------------------------------------ learning
     def check_budget(self, total_steps: int) -> None:
@@ -199,7 +258,12 @@ class DeepActiveInferenceAgent:
             )
 
     def observe(self, transition: Transition) -> None:
-        """Store one vectorised step in replay."""
+        """Store one vectorised step in replay (continuous actions in [−1, 1] units)."""
+        if self.continuous:
+            scaled = (np.asarray(transition.action) - self._action_center.numpy()) / (
+                self._action_scale.numpy()
+            )
+            transition = dataclasses.replace(transition, action=np.clip(scaled, -1.0, 1.0))
         self.replay.add(transition)
         self.env_steps += self.num_envs
 
@@ -216,15 +280,26 @@ class DeepActiveInferenceAgent:
         est = self.epistemic.estimate(batch, weights, o_last)
         with torch.no_grad():
             risk = -self.preference(batch["reward"], terminated.float())  # [B, L]
-            precision = c.precision_at(self.env_steps)
-            v_last = efe.state_value(
-                self.critic(est.z_last), self.critic_target(est.z_last), precision
-            )
+            if self.continuous:
+                alpha = self.temperature.log_alpha.exp()
+                a_next, log_q_next = maths.squashed_gaussian_sample(*self.actor(est.z_last))
+                g_next = self.critic_target(est.z_last, a_next).amax(0)  # pessimistic
+                v_last = efe.soft_state_value(g_next, log_q_next, alpha)
+            else:
+                precision = c.precision_at(self.env_steps)
+                v_last = efe.state_value(
+                    self.critic(est.z_last), self.critic_target(est.z_last), precision
+                )
             target = est.weighted_sum + efe.n_step_efe_target(
                 c.risk_weight * risk, v_last, terminated, truncated, c.discount, weights, last
             )
-        g_taken = self.critic(est.z_first).gather(1, batch["action"][:, :1]).squeeze(1)
-        loss = efe.critic_loss(g_taken, target, c.huber_delta)
+        if self.continuous:
+            g_heads = self.critic(est.z_first, batch["action"][:, 0])  # [C, B]
+            loss = sum(efe.critic_loss(g, target, c.huber_delta) for g in g_heads)
+            g_taken = g_heads.amax(0)
+        else:
+            g_taken = self.critic(est.z_first).gather(1, batch["action"][:, :1]).squeeze(1)
+            loss = efe.critic_loss(g_taken, target, c.huber_delta)
         metrics = {
             "losses/critic_td": loss,
             "efe/risk": risk[:, 0].mean(),
@@ -232,7 +307,28 @@ class DeepActiveInferenceAgent:
             "efe/info_gain": est.info_gain.mean(),
             "efe/G": g_taken.mean(),
         }
+        if self.continuous:
+            actor_loss, actor_metrics = self.actor_loss(est.z_first.detach())
+            loss = loss + actor_loss
+            metrics.update(actor_metrics)
         return loss, metrics, est.ambiguity_seen
+
+    def actor_loss(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The actor's free energy E_q[G(s, a) + α ln q(a|s)] at latents ``z[B, Z]``, and
+        the temperature's loss; the critic is read with its parameters detached, so this
+        loss trains the actor (and α) only."""
+        a, log_q = maths.squashed_gaussian_sample(*self.actor(z))
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        g_pi = torch.func.functional_call(self.critic, frozen, (z, a)).amax(0)
+        log_alpha = self.temperature.log_alpha
+        alpha = log_alpha.exp()
+        actor = efe.policy_free_energy(g_pi, log_q, alpha.detach())
+        loss = actor + efe.temperature_loss(log_alpha, log_q, self.target_entropy)
+        return loss, {
+            "losses/actor": actor,
+            "policy/entropy": -log_q.mean(),
+            "policy/precision": 1.0 / alpha.detach(),
+        }
 
     def _gradient_step(self) -> dict[str, Tensor]:
         c = self.config
@@ -256,6 +352,8 @@ class DeepActiveInferenceAgent:
         if train_model or c.critic_trains_encoder:
             clip_grad_norm_([p.grad for p in self._model_params if p.grad is not None], c.grad_clip)
         clip_grad_norm_([p.grad for p in self._critic_params if p.grad is not None], c.grad_clip)
+        if self.continuous:
+            clip_grad_norm_([p.grad for p in self._actor_params if p.grad is not None], c.grad_clip)
         self.scaler.step(self.optimizer)  # parameters without a gradient are skipped
         self.scaler.update()
         self.num_updates += 1
@@ -304,12 +402,15 @@ class DeepActiveInferenceAgent:
         return {"model/reconstruction": self.world_model.reconstruction_image(obs)}
 
     def _modules(self) -> dict[str, nn.Module]:
-        return {
+        modules = {
             "world_model": self.world_model,
             "critic": self.critic,
             "critic_target": self.critic_target,
             "preference": self.preference,
         }
+        if self.continuous:
+            modules.update(actor=self.actor, temperature=self.temperature)
+        return modules
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimiser, scaler, replay, the epistemic source and counters."""

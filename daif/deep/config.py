@@ -85,6 +85,10 @@ class DeepAgentConfig:
     """Share of each batch drawn around stored terminations (0: uniform replay)."""
     nan_check_interval: int = 100
     """Gradient steps between checks that every loss so far was finite (one host sync)."""
+    target_entropy: float | None = None
+    """Continuous actions: the entropy H̄ of q(a|s) that the temperature α = 1/β is tuned
+    to keep (None: −dim(A), in nats of the pre-squash Gaussian after the tanh correction).
+    β starts at ``precision``; the annealing keys apply to discrete actions only."""
 
     def __post_init__(self) -> None:
         check_int("agent.latent_dim", self.latent_dim, minimum=1)

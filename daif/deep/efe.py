@@ -9,6 +9,12 @@ sequence (s_0, a_0, o_1, …, s_L):
 
 where m is the first step whose episode ended (terminated or truncated), else L − 1. A
 time-limit truncation stops the sum but keeps the bootstrap; only termination zeroes it.
+
+With continuous actions q(a|s) is an amortised actor instead of a softmax over G, and the
+policy's own free energy enters: the actor minimises F[q] = E_q[G(s, a)] − α·H[q(·|s)],
+whose minimiser over all densities is q ∝ exp(−G/α), the continuous form of
+softmax(−β·G) with precision β = 1/α; accordingly V(s) = E_q[G(s, a) + α ln q(a|s)].
+α is tuned so that H[q] stays near a target entropy (as in SAC).
 By linearity the sum splits into an observed part (risk needs only the outcomes in replay)
 and an epistemic part (ambiguity and information gain need the world model); the two are
 computed apart (:mod:`daif.deep.epistemic`) and added.
@@ -93,3 +99,20 @@ def state_value(g_online: Tensor, g_target: Tensor, precision: float) -> Tensor:
 def critic_loss(g_taken: Tensor, target: Tensor, huber_delta: float) -> Tensor:
     """Huber(G(s_0, a_0) − target): ``[B], [B]`` → 0-d."""
     return F.huber_loss(g_taken, target, delta=huber_delta)
+
+
+def soft_state_value(g_next: Tensor, log_prob_next: Tensor, temperature: Tensor) -> Tensor:
+    """V(s') = E_q[G(s', a') + α ln q(a'|s')], one sample a' ~ q(·|s'): ``[B], [B], 0-d → [B]``."""
+    return g_next + temperature * log_prob_next
+
+
+def policy_free_energy(g_pi: Tensor, log_prob: Tensor, temperature: Tensor) -> Tensor:
+    """The actor's loss F[q] = E_q[G(s, a) + α ln q(a|s)], a ~ q reparameterised:
+    ``[B], [B], 0-d → 0-d``."""
+    return (g_pi + temperature * log_prob).mean()
+
+
+def temperature_loss(log_temperature: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
+    """−ln α·(ln q(a|s) + H̄), whose gradient raises α while H[q] < H̄ and lowers it
+    above: ``0-d, [B] → 0-d``."""
+    return -(log_temperature * (log_prob.detach() + target_entropy)).mean()

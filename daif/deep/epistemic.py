@@ -119,7 +119,7 @@ class ExactEpistemic(EpistemicSource):
             # cost outweighs its arithmetic)
             z_all = model.encode(torch.cat([batch["obs"].flatten(0, 1), o_last]))
             z_steps, z_last = z_all[: b * length], z_all[b * length :]
-            ambiguity, info_gain = model.epistemic_terms(z_steps, batch["action"].flatten())
+            ambiguity, info_gain = model.epistemic_terms(z_steps, batch["action"].flatten(0, 1))
             ambiguity, info_gain = ambiguity.view(b, length), info_gain.view(b, length)
             weighted_sum = (weights * self.epistemic_value(ambiguity, info_gain)).sum(1)
             if not self.critic_trains_encoder:

@@ -7,7 +7,12 @@
   matrix product per layer (no python loop over members).
 * :class:`OutcomeModel` — p(r, d | s, a): predicted reward and termination, the outcomes
   the agent holds preferences over (the preferences are in :mod:`daif.nets.preference`).
-* :class:`EFECritic` — the amortised expected free energy G(s, ·) of every action.
+* :class:`EFECritic` — the amortised expected free energy G(s, ·) of every discrete action.
+* :class:`ActionCritic` — G(s, a) of a continuous action, C independent heads.
+* :class:`GaussianActor` — q(a|s), a tanh-squashed Gaussian over continuous actions.
+
+Networks that take an action take ``num_actions`` and ``continuous``: a discrete action
+(an index) enters one-hot, a continuous one (``num_actions`` entries in [−1, 1]) as is.
 """
 
 from __future__ import annotations
@@ -67,6 +72,16 @@ def mlp(
         d = h
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
+
+
+def action_features(
+    action: Tensor, num_actions: int, continuous: bool, dtype: torch.dtype
+) -> Tensor:
+    """The network input of an action: ``[...]`` indices → one-hot ``[..., A]``, or a
+    continuous ``[..., A]`` as is."""
+    if continuous:
+        return action.to(dtype)
+    return F.one_hot(action.long(), num_actions).to(dtype)
 
 
 def bounded_std(raw: Tensor, min_std: float, max_std: float) -> Tensor:
@@ -169,7 +184,8 @@ class TransitionEnsemble(nn.Module):
 
     Args:
         latent_dim: Z.
-        num_actions: size of the discrete action set (actions enter one-hot).
+        num_actions: size of the discrete action set (actions enter one-hot), or of the
+            action vector when ``continuous``.
         num_members: K ≥ 2.
     """
 
@@ -182,8 +198,10 @@ class TransitionEnsemble(nn.Module):
         activation: str = "silu",
         min_std: float = 0.01,
         max_std: float = 1.0,
+        continuous: bool = False,
     ) -> None:
         super().__init__()
+        self.continuous = continuous
         if num_members < 2:
             raise ValueError(f"num_members must be ≥ 2 for disagreement, got {num_members}")
         _check_std_range(min_std, max_std)
@@ -201,11 +219,11 @@ class TransitionEnsemble(nn.Module):
 
         Args:
             z: ``[B, Z]`` (shared by all members) or ``[K, B, Z]`` (one input per member).
-            action: ``[B]`` integer actions.
+            action: ``[B]`` integer actions, or ``[B, A]`` continuous ones.
         Returns:
             ``(mean[K, B, Z], std[K, B, Z])``.
         """
-        a = F.one_hot(action.long(), self.num_actions).to(z.dtype)
+        a = action_features(action, self.num_actions, self.continuous, z.dtype)
         if z.dim() == 2:
             z = z.unsqueeze(0).expand(self.num_members, -1, -1)
         x = torch.cat([z, a.unsqueeze(0).expand(self.num_members, -1, -1)], dim=-1)
@@ -228,14 +246,16 @@ class OutcomeModel(nn.Module):
         num_actions: int,
         hidden: Sequence[int] = (64, 64),
         activation: str = "silu",
+        continuous: bool = False,
     ) -> None:
         super().__init__()
-        self.num_actions = num_actions
+        self.num_actions, self.continuous = num_actions, continuous
         self.net = mlp(latent_dim + num_actions, hidden, 2, activation)
 
     def forward(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        """``z[..., Z]``, ``action[...]`` → ``(reward_mean[...], termination_logit[...])``."""
-        a = F.one_hot(action.long(), self.num_actions).to(z.dtype)
+        """``z[..., Z]``, ``action[...]`` (or ``[..., A]`` continuous) →
+        ``(reward_mean[...], termination_logit[...])``."""
+        a = action_features(action, self.num_actions, self.continuous, z.dtype)
         out = self.net(torch.cat([z, a], dim=-1)).float()
         return out[..., 0], out[..., 1]
 
@@ -260,13 +280,84 @@ class EFECritic(nn.Module):
         return self.net(z).float()
 
 
+class ActionCritic(nn.Module):
+    """G(s, a) of a continuous action under C independently initialised heads:
+    ``(z[B, Z], a[B, A]) → [C, B]``.
+
+    The agent regresses every head on one target and uses the largest G, the pessimistic
+    estimate, where it picks actions (two heads: the clipped double estimator of TD3/SAC,
+    for a cost instead of a reward).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_actions: int,
+        num_heads: int = 2,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        layer_norm: bool = False,
+        continuous: bool = True,
+    ) -> None:
+        super().__init__()
+        if not continuous:
+            raise ConfigError("agent.critic: ActionCritic is for continuous actions; use mlp")
+        check_int("num_heads", num_heads, minimum=1)
+        self.num_heads = num_heads
+        dims = [latent_dim + num_actions, *check_widths(hidden)]
+        self.hidden = nn.ModuleList(
+            EnsembleLinear(num_heads, i, o) for i, o in itertools.pairwise(dims)
+        )
+        self.norms = nn.ModuleList(
+            nn.LayerNorm(o) if layer_norm else nn.Identity() for o in dims[1:]
+        )
+        self.act = _activation(activation)()
+        self.out = EnsembleLinear(num_heads, dims[-1], 1)
+
+    def forward(self, z: Tensor, action: Tensor) -> Tensor:
+        """``z[B, Z]``, ``action[B, A]`` in [−1, 1] → ``G[C, B]`` (nats; lower is better)."""
+        x = torch.cat([z, action.to(z.dtype)], -1).unsqueeze(0).expand(self.num_heads, -1, -1)
+        for layer, norm in zip(self.hidden, self.norms, strict=True):
+            x = self.act(norm(layer(x)))
+        return self.out(x).squeeze(-1).float()
+
+
+class GaussianActor(nn.Module):
+    """q(a|s): a = tanh(u), u ~ N(μ(s), diag σ(s)²); ``z[B, Z] → (μ[B, A], σ[B, A])``.
+
+    σ is bounded (:func:`bounded_std`) so the policy neither collapses to a point nor
+    spreads past the action box; the squashing keeps every sample inside [−1, 1].
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_actions: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "relu",
+        min_std: float = 0.01,
+        max_std: float = 2.0,
+    ) -> None:
+        super().__init__()
+        _check_std_range(min_std, max_std)
+        self.min_std, self.max_std = min_std, max_std
+        self.net = mlp(latent_dim, hidden, 2 * num_actions, activation)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        mean, raw = self.net(z).float().chunk(2, -1)
+        return mean, bounded_std(raw, self.min_std, self.max_std)
+
+
 __all__ = [
+    "ActionCritic",
     "EFECritic",
     "EnsembleLinear",
+    "GaussianActor",
     "MLPDecoder",
     "MLPEncoder",
     "OutcomeModel",
     "TransitionEnsemble",
+    "action_features",
     "bounded_std",
     "mlp",
 ]

@@ -78,6 +78,7 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "lunarlander": ("LunarLander-v3", 200.0, 200_000),
     "cartpole_pixels": ("daif/CartPolePixels-v0", 475.0, 50_000),
     "pendulum": ("Pendulum-v1", -200.0, 15_000),
+    "mountaincar_continuous": ("MountainCarContinuous-v0", 90.0, 50_000),
 }
 
 # Hyperparameters of the RL Baselines3 Zoo (github.com/DLR-RM/rl-baselines3-zoo,
@@ -87,19 +88,41 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
 # rewards), as the zoo does; "n_timesteps" is the zoo's training length, which sets
 # the length of every schedule.
 ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "sac": {"Pendulum-v1": {"n_timesteps": 20_000, "learning_rate": 1e-3}},
+    "sac": {
+        "Pendulum-v1": {"n_timesteps": 20_000, "learning_rate": 1e-3},
+        "MountainCarContinuous-v0": {
+            "n_timesteps": 50_000,
+            "learning_rate": 3e-4,
+            "buffer_size": 50_000,
+            "batch_size": 512,
+            "ent_coef": 0.1,
+            "train_freq": 32,
+            "gradient_steps": 32,
+            "gamma": 0.9999,
+            "tau": 0.01,
+            "learning_starts": 0,
+            "use_sde": True,
+            "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]},
+        },
+    },
     "td3": {
         "Pendulum-v1": {
             "n_timesteps": 20_000,
             "gamma": 0.98,
             "buffer_size": 200_000,
             "learning_starts": 10_000,
-            "noise_std": 0.1,  # the zoo's noise_type 'normal'
+            "noise_type": "normal",
+            "noise_std": 0.1,
             "gradient_steps": -1,
             "train_freq": (1, "episode"),
             "learning_rate": 1e-3,
             "policy_kwargs": {"net_arch": [400, 300]},
-        }
+        },
+        "MountainCarContinuous-v0": {
+            "n_timesteps": 300_000,
+            "noise_type": "ornstein-uhlenbeck",
+            "noise_std": 0.5,
+        },
     },
     "ppo": {
         "CartPole-v1": {
@@ -537,14 +560,22 @@ def run_sb3(
                 hp[key] = _zoo_schedule(hp[key], scale)
         if algo == "dqn" and scale != 1.0:
             hp["exploration_fraction"] /= scale  # keep the zoo's exploration length in steps
-        if "noise_std" in hp:
+        if "noise_type" in hp:
             import gymnasium as gym
             import numpy as np
-            from stable_baselines3.common.noise import NormalActionNoise
+            from stable_baselines3.common.noise import (
+                NormalActionNoise,
+                OrnsteinUhlenbeckActionNoise,
+            )
 
             dims = gym.make(env_id).action_space.shape[0]
+            noise = {
+                "normal": NormalActionNoise,
+                "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise,
+            }
+            cls_noise = noise[hp.pop("noise_type")]
             std = hp.pop("noise_std")
-            hp["action_noise"] = NormalActionNoise(np.zeros(dims), std * np.ones(dims))
+            hp["action_noise"] = cls_noise(np.zeros(dims), std * np.ones(dims))
 
         env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
         eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)

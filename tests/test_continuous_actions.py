@@ -3,7 +3,11 @@ free energy, the information gain, and a short Pendulum run."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,10 +18,12 @@ from hydra import compose, initialize_config_dir
 
 from daif import maths
 from daif.build import make_agent
+from daif.checkpoint import load_checkpoint
 from daif.deep import efe
 from daif.protocol import AgentContext, Transition
 from daif.trainer import train
 from daif.validation import ConfigError
+from tests.conftest import ROOT
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 SMALL = [
@@ -193,3 +199,34 @@ def test_short_seeded_pendulum_run_beats_a_random_policy(tmp_path):
     result = train(cfg)
     # a uniformly random torque scores −1,201 ± 279 per episode (50 episodes, best −737)
     assert result.final_eval_mean > -700, result.eval_history
+
+
+def test_a_resumed_pendulum_run_continues_bit_identically(compose_deep, tmp_path):
+    small = ["env=pendulum", "agent.actor.hidden=[16]", "trainer.num_envs=1"]
+    full = train(compose_deep(*small, run_dir=tmp_path / "full"))
+    train(compose_deep(*small, "trainer.total_steps=200", run_dir=tmp_path / "split"))
+    resumed = train(
+        compose_deep(*small, f"trainer.resume={tmp_path / 'split'}", run_dir=tmp_path / "split")
+    )
+    assert resumed.global_step == full.global_step == 300
+    # the split run's final evaluation at 200 is its own; the rest is the same, bit for bit
+    assert [e for e in resumed.eval_history if e[0] != 200] == full.eval_history
+    a = load_checkpoint(full.checkpoint)["agent"]["modules"]
+    b = load_checkpoint(resumed.checkpoint)["agent"]["modules"]
+    for name in ("actor", "temperature", "critic"):
+        for key, value in a[name].items():
+            assert torch.equal(value, b[name][key]), f"{name}.{key}"
+
+
+def test_evaluate_cli_scores_a_pendulum_checkpoint_as_the_trainer_did(compose_deep, tmp_path):
+    small = ["env=pendulum", "agent.actor.hidden=[16]", "trainer.num_envs=1"]
+    run = train(compose_deep(*small, "trainer.eval_episodes=2", run_dir=tmp_path / "p")).run_dir
+    out = tmp_path / "summary.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_AUDIODRIVER": "dummy"}
+    cmd = [sys.executable, "evaluate.py", f"checkpoint={run}", "episodes=2", f"output={out}"]
+    proc = subprocess.run([*cmd, "video=true"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    final = load_checkpoint(run)["loop"]["eval_history"][-1]
+    assert (summary["mean"], summary["std"]) == pytest.approx((final[1], final[2]))
+    assert len(list((run / "videos").glob("*.mp4"))) == 2

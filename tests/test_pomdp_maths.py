@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from daif.pomdp import Agent, control, inference, learning
-from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
+from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 F64 = torch.float64
 
@@ -237,3 +237,86 @@ def test_full_sampling_mode_takes_the_best_policys_first_action():
     _, G = agent.infer_policies()
     best = agent.policies[G[0].argmin()]
     assert agent.sample_action()[0].tolist() == best[0].tolist()
+
+
+def _two_modality_info_gain(eps: float, info_gain: str) -> float:
+    """State info gain of one step when two modalities both report the state of a
+    2-state factor with error ``eps``, from a uniform belief."""
+    A = np.array([[1 - eps, eps], [eps, 1 - eps]])
+    agent = Agent(
+        [A, A],
+        np.eye(2)[:, :, None],
+        D=np.array([0.5, 0.5]),
+        use_utility=False,
+        info_gain=info_gain,
+        dtype=F64,
+    )
+    agent.qs = [torch.tensor([[0.5, 0.5]], dtype=F64)]
+    agent.infer_policies()
+    return float(agent.efe_terms["states_info_gain"][0, 0])
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_joint_and_per_modality_info_gain_by_hand(eps):
+    # per modality: each o_m is a fair coin, H[A(·|s)] = H(eps): 2 (ln 2 − H(eps))
+    per_mod = 2 * (math.log(2) - H(1 - eps, eps))
+    # joint: q(o1 = o2) = (1−eps)² + eps² split over two outcomes, q(o1 ≠ o2) = 2 eps(1−eps)
+    same, diff = ((1 - eps) ** 2 + eps**2) / 2, eps * (1 - eps)
+    joint = H(same, same, diff, diff) - 2 * H(1 - eps, eps)
+    assert _two_modality_info_gain(eps, "per_modality") == pytest.approx(per_mod, abs=1e-12)
+    assert _two_modality_info_gain(eps, "joint") == pytest.approx(joint, abs=1e-12)
+    # the second copy of the same sensor tells less than the first: joint < per modality
+    assert joint < per_mod - 0.1
+
+
+def test_exact_wnorm_closed_form():
+    # ψ(n) = H_{n−1} − γ for integers: a = [2, 1], a₀ = 3
+    # gain(0) = ψ(3) − ψ(4) + ln 3 − ln 2 = −1/3 + ln 1.5
+    # gain(1) = ψ(2) − ψ(4) + ln 3 − ln 1 = −(1/2 + 1/3) + ln 3
+    w = wnorm_exact(torch.tensor([[2.0], [1.0]], dtype=F64), dim=0)
+    expected = [-(math.log(1.5) - 1 / 3), -(math.log(3) - 5 / 6)]
+    np.testing.assert_allclose(w[:, 0].numpy(), expected, atol=1e-12)
+    # large counts: gain ≈ (1/a_i − 1/a₀)/2, half of spm_wnorm
+    big = torch.tensor([[3000.0], [1000.0]], dtype=F64)
+    np.testing.assert_allclose(wnorm_exact(big), wnorm(big) / 2, rtol=1e-3)
+
+
+def test_exact_wnorm_is_the_kl_of_a_one_count_update():
+    # KL[Dir(a + e_i) ‖ Dir(a)] from the Dirichlet KL's closed form
+    a = torch.tensor([1.5, 0.7, 4.0], dtype=F64)
+    for i in range(3):
+        b = a.clone()
+        b[i] += 1
+        kl = (
+            torch.lgamma(b.sum())
+            - torch.lgamma(b).sum()
+            - torch.lgamma(a.sum())
+            + torch.lgamma(a).sum()
+            + ((b - a) * (torch.digamma(b) - torch.digamma(b.sum()))).sum()
+        )
+        assert float(-wnorm_exact(a)[i]) == pytest.approx(float(kl), abs=1e-12)
+
+
+def test_param_info_gain_choice_scales_the_novelty_term():
+    pA = np.array([[2.0, 1.0], [1.0, 1.0]])
+    common = dict(pA=pA, use_utility=False, use_states_info_gain=False, dtype=F64)
+    B = np.eye(2)[:, :, None]
+    out = {}
+    for kind in ("approx", "exact"):
+        agent = Agent(None, B, use_param_info_gain=True, param_info_gain=kind, **common)
+        agent.qs = [torch.tensor([[1.0, 0.0]], dtype=F64)]
+        agent.infer_policies()
+        out[kind] = float(agent.efe_terms["param_info_gain"][0, 0])
+    # state 0 for sure: q(o) = [2/3, 1/3]; gain = −Σ_o q(o) W(o, 0)
+    q = np.array([2 / 3, 1 / 3])
+    approx = -(q * np.array([1 / 3 - 1 / 2, 1 / 3 - 1])).sum()
+    exact = q[0] * (math.log(1.5) - 1 / 3) + q[1] * (math.log(3) - 5 / 6)
+    assert out["approx"] == pytest.approx(approx, abs=1e-12)
+    assert out["exact"] == pytest.approx(exact, abs=1e-12)
+
+
+def test_unknown_info_gain_names_are_refused():
+    with pytest.raises(ValueError, match="info_gain must be one of"):
+        Agent(np.eye(2), np.eye(2)[:, :, None], info_gain="sum")
+    with pytest.raises(ValueError, match="param_info_gain must be one of"):
+        Agent(np.eye(2), np.eye(2)[:, :, None], param_info_gain="digamma")

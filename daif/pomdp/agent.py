@@ -51,6 +51,10 @@ class Agent:
         gamma: policy precision γ in q(π) = σ(ln E − γ G).
         alpha: action precision α for stochastic selection.
         use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
+        info_gain: "joint" (SPM, pymdp 0.0.7.1: I(o; s) of the joint outcome) or
+            "per_modality" (pymdp 1.0: Σ_m I(o_m; s)).
+        param_info_gain: "approx" (SPM's ``spm_wnorm``, pymdp 0.0.7.1) or "exact"
+            (pymdp 1.0's default, the digamma form of the Dirichlet information gain).
         action_selection: "deterministic" (argmax) or "stochastic" (σ(α ln q(u))).
         sampling_mode: "marginal" (act from action marginals) or "full" (from q(π)).
         inference_algo: "fpi" (a.k.a. "VANILLA") or "mmp".
@@ -86,6 +90,8 @@ class Agent:
         use_utility: bool = True,
         use_states_info_gain: bool = True,
         use_param_info_gain: bool = False,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         action_selection: str = "deterministic",
         sampling_mode: str = "marginal",
         inference_algo: str = "fpi",
@@ -121,6 +127,13 @@ class Agent:
             )
         if sampling_mode not in _SAMPLING:
             raise ValueError(f"sampling_mode must be 'marginal' or 'full'; got {sampling_mode!r}")
+        if info_gain not in control.INFO_GAINS:
+            raise ValueError(f"info_gain must be one of {control.INFO_GAINS}; got {info_gain!r}")
+        if param_info_gain not in control.PARAM_INFO_GAINS:
+            raise ValueError(
+                f"param_info_gain must be one of {control.PARAM_INFO_GAINS}; "
+                f"got {param_info_gain!r}"
+            )
         if planning not in _PLANNING:
             raise ValueError(f"planning must be 'enumerate' or 'sophisticated'; got {planning!r}")
         if planning == "sophisticated" and algo != "fpi":
@@ -155,6 +168,8 @@ class Agent:
         self.use_utility = use_utility
         self.use_states_info_gain = use_states_info_gain
         self.use_param_info_gain = use_param_info_gain
+        self.info_gain = info_gain
+        self.param_info_gain = param_info_gain
         self.action_selection = action_selection
         self.sampling_mode = sampling_mode
         self.inference_algo = algo
@@ -246,7 +261,14 @@ class Agent:
             self.C,
             self.pA if self.use_param_info_gain else None,
             self.pB if self.use_param_info_gain else None,
+            info_gain=self.info_gain,
+            param_info_gain=self.param_info_gain,
         )
+        if self.planning == "sophisticated" and self.prep.L is None:
+            raise ValueError(
+                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
+                f"space of {self.num_obs} is too large"
+            )
         if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
             raise ValueError(
                 "planning='sophisticated' needs a model shared by the batch (no learning)"

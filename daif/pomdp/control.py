@@ -8,9 +8,19 @@ Expected free energy of a policy π over horizon T (pymdp / SPM conventions):
     pA info gain_t     = −Σ_o q(o_t|π) Σ_s W_A(o,s) q(s_t|π),   W = wnorm(pA)
     pB info gain_t     = −Σ_f q(s_t,f|π) · W_B[:, :, u_t] q(s_{t−1},f|π)
 
-and q(π) = σ(ln E − γ G). Outcomes of several modalities are treated jointly (the
-state information gain is the mutual information between the joint outcome and the
-state). Predicted states use the mean field over factors, q(s_t,f|π) = B_f[u_t] q(s_{t−1},f).
+and q(π) = σ(ln E − γ G). Two definitions differ between SPM / pymdp 0.0.7.1 and
+pymdp 1.0, and both are offered, named:
+
+* ``info_gain="joint"`` (SPM, pymdp 0.0.7.1): the state information gain is the mutual
+  information I(o_t; s_t) between the *joint* outcome of all modalities and the state;
+  ``info_gain="per_modality"`` (pymdp 1.0): Σ_m I(o_{m,t}; s_t), modality by modality
+  (larger or equal when modalities are not independent given the predicted state).
+* ``param_info_gain="approx"`` (SPM's ``spm_wnorm``, pymdp 0.0.7.1): W = 1/a₀ − 1/a_i;
+  ``param_info_gain="exact"`` (pymdp 1.0's default): W_i = −(ψ(a_i+1) − ψ(a₀+1) +
+  ln a₀ − ln a_i), the exact information gain of one outcome (see
+  :func:`~daif.pomdp.maths.wnorm_exact`).
+
+Predicted states use the mean field over factors, q(s_t,f|π) = B_f[u_t] q(s_{t−1},f).
 
 Policies that share a prefix share predicted states, so states are propagated over
 the *tree* of distinct prefixes (one matrix product per level for all children) and
@@ -26,10 +36,12 @@ import torch
 from torch import Tensor
 
 from daif.maths import entropy, log_stable, softmax, states_info_gain
-from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
+from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 __all__ = [
     "ACTION_SELECTIONS",
+    "INFO_GAINS",
+    "PARAM_INFO_GAINS",
     "PolicyTree",
     "PreparedModel",
     "action_marginals",
@@ -44,6 +56,8 @@ __all__ = [
 ]
 
 ACTION_SELECTIONS = ("deterministic", "stochastic")
+INFO_GAINS = ("joint", "per_modality")
+PARAM_INFO_GAINS = ("approx", "exact")
 
 
 def construct_policies(
@@ -165,8 +179,10 @@ class PreparedModel:
         B: F tensors ``[bm, S_f, S_f, U_f]``.
         C: M tensors ``[bm, O_m]`` log-preferences.
         pA, pB: Dirichlet counts (same shapes) or None.
+        info_gain: "joint" (SPM, pymdp 0.0.7.1) or "per_modality" (pymdp 1.0).
+        param_info_gain: "approx" (SPM's ``spm_wnorm``) or "exact" (pymdp 1.0).
         joint_outcome_limit: refuse to build the joint-outcome likelihood beyond this
-            many entries (O_joint × S_joint).
+            many entries (O_joint × S_joint) when the joint info gain needs it.
     """
 
     def __init__(
@@ -176,8 +192,17 @@ class PreparedModel:
         C: list[Tensor],
         pA: list[Tensor] | None = None,
         pB: list[Tensor] | None = None,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         joint_outcome_limit: int = 2**26,
     ) -> None:
+        if info_gain not in INFO_GAINS:
+            raise ValueError(f"info_gain must be one of {INFO_GAINS}; got {info_gain!r}")
+        if param_info_gain not in PARAM_INFO_GAINS:
+            raise ValueError(
+                f"param_info_gain must be one of {PARAM_INFO_GAINS}; got {param_info_gain!r}"
+            )
+        self.info_gain = info_gain
         self.num_states = [int(b.shape[1]) for b in B]
         self.num_controls = [int(b.shape[-1]) for b in B]
         self.num_obs = [int(a.shape[1]) for a in A]
@@ -194,40 +219,66 @@ class PreparedModel:
         for a, lc in zip(self.A_flat, self.lnC, strict=True):
             u = u + (a * lc.unsqueeze(-1)).sum(1)
         self.utility_s = u.expand(bm, sj) if isinstance(u, Tensor) else u  # [bm, SJ]
-        # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s)
+        # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s): the joint info gain
+        # and the outcome branches of sophisticated inference need it
         oj = 1
         for o in self.num_obs:
             oj *= o
-        if len(A) > 1 and oj * sj > joint_outcome_limit:
+        self.num_obs_joint = oj
+        too_big = len(A) > 1 and oj * sj > joint_outcome_limit
+        if too_big and info_gain == "joint":
             raise ValueError(
                 f"joint outcome space {self.num_obs} × {sj} states is too large "
-                f"({oj * sj} > {joint_outcome_limit}); use use_states_info_gain=False"
+                f"({oj * sj} > {joint_outcome_limit}); use info_gain='per_modality' "
+                "or use_states_info_gain=False"
             )
-        lj = self.A_flat[0]
-        for a in self.A_flat[1:]:
-            lj = (lj.unsqueeze(2) * a.unsqueeze(1)).reshape(max(lj.shape[0], a.shape[0]), -1, sj)
-        self.L = lj  # [bm, OJ, SJ]
-        self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
-        self.H_A = entropy(lj, dim=1)  # [bm, SJ] entropy of the joint outcome per state
-        bu = max(self.utility_s.shape[0], self.H_A.shape[0])
-        self.state_values = torch.stack(
-            [self.utility_s.expand(bu, sj), self.H_A.expand(bu, sj)], -1
-        )  # [bm, SJ, 2]
-        self.num_obs_joint = oj
+        self.L: Tensor | None = None
+        self.LT: Tensor | None = None
+        if not too_big:
+            lj = self.A_flat[0]
+            for a in self.A_flat[1:]:
+                lj = (lj.unsqueeze(2) * a.unsqueeze(1)).reshape(
+                    max(lj.shape[0], a.shape[0]), -1, sj
+                )
+            self.L = lj  # [bm, OJ, SJ]
+            self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
+        if info_gain == "joint":
+            assert self.L is not None
+            # entropy of the joint outcome per state, [bm, SJ, 1]
+            H_A = entropy(self.L, dim=1).unsqueeze(-1)
+            self.outcome_T = self.LT  # q(s) @ outcome_T = q(o) of the joint outcome
+            self.outcome_seg: Tensor | None = None
+        else:
+            # per-modality entropies [bm, SJ, M]; q(o_m) of all modalities side by side,
+            # and a [ΣO, M] indicator that sums −q ln q per modality in one product
+            H_A = torch.stack([entropy(a, dim=1) for a in self.A_flat], -1)
+            bo = max(a.shape[0] for a in self.A_flat)
+            self.outcome_T = torch.cat(
+                [a.expand(bo, -1, -1).transpose(1, 2) for a in self.A_flat], -1
+            ).contiguous()
+            self.outcome_seg = torch.block_diag(
+                *[a.new_ones(o, 1) for a, o in zip(self.A_flat, self.num_obs, strict=True)]
+            )
+        bu = max(self.utility_s.shape[0], H_A.shape[0])
+        # [bm, SJ, 1 + K]: utility(s), then the K outcome entropies H[p(o|s)]
+        self.state_values = torch.cat(
+            [self.utility_s.expand(bu, sj).unsqueeze(-1), H_A.expand(bu, sj, -1)], -1
+        )
         # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
         self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
         self.AT = [a.transpose(1, 2).contiguous() for a in self.A_flat]  # [bm, SJ, O]
+        w = wnorm if param_info_gain == "approx" else wnorm_exact
         self.wA = None
         if pA is not None:
             # W_A masked to where counts exist, as [bm, SJ, O] for q(s) @ W^T
             self.wA = [
-                (wnorm(p, dim=1) * (p > 0)).reshape(p.shape[0], p.shape[1], sj).transpose(1, 2)
+                (w(p, dim=1) * (p > 0)).reshape(p.shape[0], p.shape[1], sj).transpose(1, 2)
                 for p in pA
             ]
         self.wB = None
         if pB is not None:
             self.wB = [
-                (wnorm(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
+                (w(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
                 for p in pB
             ]
 
@@ -252,23 +303,29 @@ def state_efe_terms(
     """Utility and state information gain of predicted joint states.
 
     utility = Σ_s q(s) Σ_m Σ_o A_m(o|s) ln P̃(o_m);
-    info gain = H[Σ_s q(s) p(o|s)] − Σ_s q(s) H[p(o|s)] over joint outcomes o.
+    info gain (joint) = H[Σ_s q(s) p(o|s)] − Σ_s q(s) H[p(o|s)] over joint outcomes o;
+    info gain (per_modality) = Σ_m ( H[Σ_s q(s) A_m(o_m|s)] − Σ_s q(s) H[A_m(·|s)] ).
 
     Args:
         joint: ``[b, N, SJ]`` predicted joint-state distributions (N policies or nodes).
     Returns:
-        (utility ``[b, N]``, info gain ``[b, N]``, q(o) ``[b, N, OJ]`` or an empty tensor
-        when the info gain is off).
+        (utility ``[b, N]``, info gain ``[b, N]``, predicted outcomes ``[b, N, K]`` — the
+        joint outcome (K = OJ) or the modalities side by side (K = Σ_m O_m) — or an empty
+        tensor when the info gain is off).
     """
     zero = torch.zeros(joint.shape[:-1], dtype=joint.dtype, device=joint.device)
     util, sig, qo = zero, zero, joint.new_empty(0)
-    # one product gives both per-state expectations: [utility(s), H[p(o|s)]]
-    per_state = _matmul(joint, model.state_values)  # [b, N, 2]
+    # one product gives all per-state expectations: [utility(s), H[p(o|s)] ...]
+    per_state = _matmul(joint, model.state_values)  # [b, N, 1 + K]
     if use_utility:
         util = per_state[..., 0]
     if use_states_info_gain:
-        qo = _matmul(joint, model.LT)  # [b, N, OJ]
-        sig = states_info_gain(qo, per_state[..., 1])
+        qo = _matmul(joint, model.outcome_T)  # [b, N, OJ] or [b, N, ΣO]
+        if model.outcome_seg is None:
+            sig = states_info_gain(qo, per_state[..., 1])
+        else:
+            h_qo = (-qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]
+            sig = (h_qo - per_state[..., 1:]).sum(-1)
     return util, sig, qo
 
 
@@ -422,7 +479,9 @@ def _one_step_terms(
     k, u, sj = joint.shape
     flat = joint.reshape(1, k * u, sj)
     util, sig, qo = state_efe_terms(flat, model, use_utility, use_states_info_gain)
-    if qo.numel() == 0:  # the info gain was off: outcomes are still needed to branch
+    if qo.numel() == 0 or model.outcome_seg is not None:
+        # branching needs the joint outcome (the info gain was off or per modality)
+        assert model.LT is not None
         qo = _matmul(flat, model.LT[:1])
     return -(util + sig).reshape(k, u), qo.reshape(k, u, -1)
 

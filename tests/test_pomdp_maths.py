@@ -154,10 +154,17 @@ def test_high_precision_is_argmax_and_zero_precision_is_E():
     np.testing.assert_allclose(flat.infer_policies()[0][0].numpy(), E, atol=1e-12)
 
 
-def test_tree_evaluation_equals_policy_by_policy_rollout():
+@pytest.mark.parametrize("info_gain", ["joint", "per_modality"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_tree_evaluation_equals_policy_by_policy_rollout(info_gain, fused):
     agent = _random_agent(3, policy_len=3)
     agent.infer_states((2, 1))
-    _, G = agent.infer_policies()
+    # fused: each level's terms from joint-action operators; else factor by factor
+    prep = control.PreparedModel(
+        agent.A, agent.B, agent.C, info_gain=info_gain, fused_limit=2**22 if fused else 0
+    )
+    assert (prep.fwd_values is not None) == fused
+    G = control.evaluate_policies(agent.qs, prep, agent.tree)["G"]
     A = [a[0] for a in agent.A]
     B = [b[0] for b in agent.B]
     lnC = [torch.log_softmax(c[0], 0) for c in agent.C]
@@ -170,7 +177,10 @@ def test_tree_evaluation_equals_policy_by_policy_rollout():
             qo = [torch.einsum("oij,ij->o", a, joint) for a in A]
             qo_joint = torch.einsum("aij,bij,ij->ab", A[0], A[1], joint)  # joint outcomes
             amb = -sum((joint * (a * torch.log(a)).sum(0)).sum() for a in A)
-            ent = -(qo_joint * torch.log(qo_joint)).sum()
+            if info_gain == "joint":
+                ent = -(qo_joint * torch.log(qo_joint)).sum()
+            else:
+                ent = -sum((o * torch.log(o)).sum() for o in qo)
             g -= sum((o * c).sum() for o, c in zip(qo, lnC, strict=True)) + ent - amb
         np.testing.assert_allclose(G[0, p].item(), float(g), atol=1e-10)
 

@@ -589,12 +589,10 @@ def check_obs(obs: Tensor, num_obs: list[int]) -> None:
         raise ValueError(
             f"observation has {obs.shape[1]} modalities per row; the model has {len(num_obs)}"
         )
-    for m, n in enumerate(num_obs):
-        col = obs[:, m]
-        bad = (col < 0) | (col >= n)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(
-                f"observation index {int(col[i])} out of range for modality {m} "
-                f"(valid 0..{n - 1}) in batch row {i}"
-            )
+    bad = (obs < 0) | (obs >= torch.tensor(num_obs, device=obs.device))
+    if bad.any():
+        i, m = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(
+            f"observation index {int(obs[i, m])} out of range for modality {m} "
+            f"(valid 0..{num_obs[m] - 1}) in batch row {i}"
+        )

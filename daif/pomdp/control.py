@@ -30,6 +30,7 @@ each policy's G is a sum of its nodes' terms — no Python loop over policies.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -143,6 +144,44 @@ class PolicyTree:
             cache[key] = None if full else idx
         return cache[key]
 
+    def joint_edge_index(self, t: int, num_controls: list[int]) -> Tensor | None:
+        """Index of level-t nodes among all (parent, joint action) children.
+
+        The joint action of ``actions [N, F]`` is its mixed-radix index, factor 0 slowest
+        (``U_J = Π_f U_f``). ``None`` when it is the identity. Cached per (t, controls).
+        """
+        cache = self.__dict__.setdefault("_joint_edge_cache", {})
+        key = (t, tuple(num_controls))
+        if key not in cache:
+            joint = torch.zeros_like(self.actions[t][:, 0])
+            for f, n in enumerate(num_controls):
+                joint = joint * n + self.actions[t][:, f]
+            nu = math.prod(num_controls)
+            idx = self.parents[t] * nu + joint
+            n_prev = 1 if t == 0 else self.parents[t - 1].shape[0]
+            full = idx.shape[0] == n_prev * nu and bool(
+                (idx == torch.arange(idx.shape[0], device=idx.device)).all()
+            )
+            cache[key] = None if full else idx
+        return cache[key]
+
+    def path_matrix(self, dtype: torch.dtype) -> Tensor:
+        """``[N_0 + … + N_{T−1}, P]``: 1 where a node (levels concatenated) lies on a
+        policy's path, so node terms ``[…, N] @ path`` are the policies' sums. Cached."""
+        cache = self.__dict__.setdefault("_path_cache", {})
+        if dtype not in cache:
+            p = self.node_of_policy.shape[1]
+            rows, offset = [], 0
+            for t, parents in enumerate(self.parents):
+                rows.append(self.node_of_policy[t] + offset)
+                offset += parents.shape[0]
+            path = torch.zeros(offset, p, dtype=dtype, device=self.node_of_policy.device)
+            cols = torch.arange(p, device=path.device)
+            for r in rows:
+                path[r, cols] = 1.0
+            cache[dtype] = path
+        return cache[dtype]
+
     def policy_nodes(self, t: int) -> Tensor | None:
         """``node_of_policy[t]``, or ``None`` when it is the identity (gather skipped)."""
         cache = self.__dict__.setdefault("_node_cache", {})
@@ -183,6 +222,16 @@ class PreparedModel:
         param_info_gain: "approx" (SPM's ``spm_wnorm``) or "exact" (pymdp 1.0).
         joint_outcome_limit: refuse to build the joint-outcome likelihood beyond this
             many entries (O_joint × S_joint) when the joint info gain needs it.
+        fused_limit: build the joint-action operators (see ``fwd_values``) only up to
+            this many entries.
+
+    Attributes:
+        values: ``[bm, SJ, 1 + K + K_o]`` per joint state: utility, the K outcome
+            entropies, p(o|s) (joint outcome, or modalities side by side).
+        fwd_joint, fwd_values: ``[bm, SJ, U_J·SJ]`` and ``[bm, SJ, U_J·(1 + K + K_o)]``
+            with ``(q @ fwd_joint)[u] = B_u q`` and ``(q @ fwd_values)[u] = (B_u q) @ values``
+            for every joint action u (B_u = ⊗_f B_f[u_f]), or None when too large; they let
+            a tree level's terms come from its parents in one product.
     """
 
     def __init__(
@@ -195,6 +244,7 @@ class PreparedModel:
         info_gain: str = "joint",
         param_info_gain: str = "approx",
         joint_outcome_limit: int = 2**26,
+        fused_limit: int = 2**22,
     ) -> None:
         if info_gain not in INFO_GAINS:
             raise ValueError(f"info_gain must be one of {INFO_GAINS}; got {info_gain!r}")
@@ -250,22 +300,30 @@ class PreparedModel:
             self.outcome_seg: Tensor | None = None
         else:
             # per-modality entropies [bm, SJ, M]; q(o_m) of all modalities side by side,
-            # and a [ΣO, M] indicator that sums −q ln q per modality in one product
+            # and a [ΣO, M] matrix of −1 per modality, so (q ln q) @ it gives each entropy
             H_A = torch.stack([entropy(a, dim=1) for a in self.A_flat], -1)
             bo = max(a.shape[0] for a in self.A_flat)
             self.outcome_T = torch.cat(
                 [a.expand(bo, -1, -1).transpose(1, 2) for a in self.A_flat], -1
             ).contiguous()
             self.outcome_seg = torch.block_diag(
-                *[a.new_ones(o, 1) for a, o in zip(self.A_flat, self.num_obs, strict=True)]
+                *[-a.new_ones(o, 1) for a, o in zip(self.A_flat, self.num_obs, strict=True)]
             )
-        bu = max(self.utility_s.shape[0], H_A.shape[0])
-        # [bm, SJ, 1 + K]: utility(s), then the K outcome entropies H[p(o|s)]
-        self.state_values = torch.cat(
-            [self.utility_s.expand(bu, sj).unsqueeze(-1), H_A.expand(bu, sj, -1)], -1
+        bu = max(self.utility_s.shape[0], H_A.shape[0], self.outcome_T.shape[0])
+        self.num_entropies = int(H_A.shape[-1])
+        # [bm, SJ, 1 + K + K_o]: per state, the utility, the K outcome entropies H[p(o|s)]
+        # and p(o|s) itself, so that one product q(s) @ values gives every expectation
+        self.values = torch.cat(
+            [
+                self.utility_s.expand(bu, sj).unsqueeze(-1),
+                H_A.expand(bu, sj, -1),
+                self.outcome_T.expand(bu, -1, -1),
+            ],
+            -1,
         )
         # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
         self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
+        self._fuse(fused_limit)
         self.AT = [a.transpose(1, 2).contiguous() for a in self.A_flat]  # [bm, SJ, O]
         w = wnorm if param_info_gain == "approx" else wnorm_exact
         self.wA = None
@@ -281,6 +339,33 @@ class PreparedModel:
                 (w(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
                 for p in pB
             ]
+
+    def _fuse(self, limit: int) -> None:
+        """Joint-action transition and value operators, where they are small and pay off.
+
+        Fused, a level costs N·SJ·U_J·K multiply-adds instead of N·U·SJ·(SJ + K), but the
+        operator has SJ·U_J·K entries: with few nodes (matrix-vector products, bound by
+        memory) it pays only when K ≤ SJ, or when everything is tiny (per-call overhead).
+        """
+        self.fwd_joint: Tensor | None = None
+        self.fwd_values: Tensor | None = None
+        sj, k = self.sj, self.values.shape[-1]
+        uj = math.prod(self.num_controls)
+        if sj * sj * uj > limit or sj * uj * k > limit or (k > sj and sj * uj * k > 2**16):
+            return
+        bm = max(max(f.shape[0] for f in self.fwd), self.values.shape[0])
+        # ⊗_f B_f: [bm, S_prev, U, S_next] with factor 0 slowest in states and actions
+        s0, u0 = self.num_states[0], self.num_controls[0]
+        joint = self.fwd[0].expand(bm, -1, -1).reshape(bm, s0, u0, s0)
+        for f in range(1, len(self.fwd)):
+            s, u = self.num_states[f], self.num_controls[f]
+            g = self.fwd[f].expand(bm, -1, -1).reshape(bm, s, u, s)
+            a, ua = joint.shape[1], joint.shape[2]
+            joint = torch.einsum("zaub,zcvd->zacuvbd", joint, g).reshape(bm, a * s, ua * u, a * s)
+        joint = joint.reshape(bm, sj, uj, sj)
+        self.fwd_joint = joint.reshape(bm, sj, uj * sj)
+        vals = joint.reshape(bm, sj * uj, sj) @ self.values.expand(bm, -1, -1)
+        self.fwd_values = vals.reshape(bm, sj, uj * k)
 
 
 def _children(q: Tensor, op: Tensor, idx: Tensor | None, nu: int) -> Tensor:
@@ -309,23 +394,27 @@ def state_efe_terms(
     Args:
         joint: ``[b, N, SJ]`` predicted joint-state distributions (N policies or nodes).
     Returns:
-        (utility ``[b, N]``, info gain ``[b, N]``, predicted outcomes ``[b, N, K]`` — the
-        joint outcome (K = OJ) or the modalities side by side (K = Σ_m O_m) — or an empty
-        tensor when the info gain is off).
+        (utility ``[b, N]``, info gain ``[b, N]``, predicted outcomes ``[b, N, K_o]``: the
+        joint outcome (K_o = OJ) or the modalities side by side (K_o = Σ_m O_m)).
     """
-    zero = torch.zeros(joint.shape[:-1], dtype=joint.dtype, device=joint.device)
-    util, sig, qo = zero, zero, joint.new_empty(0)
-    # one product gives all per-state expectations: [utility(s), H[p(o|s)] ...]
-    per_state = _matmul(joint, model.state_values)  # [b, N, 1 + K]
-    if use_utility:
-        util = per_state[..., 0]
-    if use_states_info_gain:
-        qo = _matmul(joint, model.outcome_T)  # [b, N, OJ] or [b, N, ΣO]
-        if model.outcome_seg is None:
-            sig = states_info_gain(qo, per_state[..., 1])
-        else:
-            h_qo = (-qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]
-            sig = (h_qo - per_state[..., 1:]).sum(-1)
+    # one product gives every per-state expectation: utility, ambiguities, q(o)
+    return terms_from_values(_matmul(joint, model.values), model, use_utility, use_states_info_gain)
+
+
+def terms_from_values(
+    vals: Tensor, model: PreparedModel, use_utility: bool = True, use_states_info_gain: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`state_efe_terms` from ``vals = q(s) @ model.values`` ``[b, N, 1 + K + K_o]``."""
+    k = model.num_entropies
+    util = vals[..., 0] if use_utility else vals.new_zeros(vals.shape[:-1])
+    qo = vals[..., 1 + k :]
+    if not use_states_info_gain:
+        return util, vals.new_zeros(vals.shape[:-1]), qo
+    if model.outcome_seg is None:
+        sig = states_info_gain(qo, vals[..., 1])
+    else:
+        h_qo = (qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]: −Σ q ln q
+        sig = (h_qo - vals[..., 1 : 1 + k]).sum(-1)
     return util, sig, qo
 
 
@@ -353,6 +442,8 @@ def evaluate_policies(
     zero = torch.zeros(b, p, dtype=dt, device=dev)
     util, sig, pig = zero, zero, zero
     parent_q = [q.unsqueeze(1) for q in qs]  # [b, 1, S_f]
+    if model.fwd_values is not None and not use_param_info_gain:
+        return _evaluate_fused(parent_q, model, tree, use_utility, use_states_info_gain)
     for t in range(len(tree.parents)):
         nus = model.num_controls
         edges = [tree.edge_index(t, f, nus[f]) for f in range(len(parent_q))]
@@ -384,6 +475,41 @@ def evaluate_policies(
     }
 
 
+def _evaluate_fused(
+    parent_q: list[Tensor],
+    model: PreparedModel,
+    tree: PolicyTree,
+    use_utility: bool,
+    use_states_info_gain: bool,
+) -> dict[str, Tensor]:
+    """:func:`evaluate_policies` with the joint-action operators: each level's terms
+    come from its parents' joint states in one product, and joint states are propagated
+    only to the levels that have children (the same mean-field predictions, since
+    ⊗_f B_f q_f = (⊗_f B_f)(⊗_f q_f))."""
+    assert model.fwd_values is not None and model.fwd_joint is not None
+    nus = model.num_controls
+    uj = math.prod(nus)
+    parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
+    levels = len(tree.parents)
+    vals = []
+    for t in range(levels):
+        edges = tree.joint_edge_index(t, nus)
+        vals.append(_children(parent, model.fwd_values, edges, uj))  # [b, N_t, 1 + K + K_o]
+        if t + 1 < levels:
+            parent = _children(parent, model.fwd_joint, edges, uj)
+    # the terms of all nodes at once, then each policy's sum over its path in one product
+    util, sig, _ = terms_from_values(torch.cat(vals, 1), model, use_utility, use_states_info_gain)
+    b, n = util.shape
+    per_policy = torch.stack([util, sig]).reshape(2 * b, n) @ tree.path_matrix(util.dtype)
+    util, sig = per_policy[:b], per_policy[b:]
+    return {
+        "utility": util,
+        "states_info_gain": sig,
+        "param_info_gain": torch.zeros_like(util),
+        "G": -(util + sig),
+    }
+
+
 def posterior_over_policies(
     G: Tensor, gamma: float, E: Tensor | None = None, F: Tensor | None = None
 ) -> Tensor:
@@ -411,8 +537,8 @@ def action_marginals(q_pi: Tensor, policies: Tensor, num_controls: list[int]) ->
     """
     out = []
     for f, n in enumerate(num_controls):
-        onehot = torch.nn.functional.one_hot(policies[:, 0, f], n).to(q_pi.dtype)
-        m = q_pi @ onehot
+        # scatter-add q(π) onto each policy's first action (no [P, U] one-hot per call)
+        m = q_pi.new_zeros(q_pi.shape[0], n).index_add_(1, policies[:, 0, f], q_pi)
         out.append(m / m.sum(-1, keepdim=True))
     return out
 
@@ -479,8 +605,8 @@ def _one_step_terms(
     k, u, sj = joint.shape
     flat = joint.reshape(1, k * u, sj)
     util, sig, qo = state_efe_terms(flat, model, use_utility, use_states_info_gain)
-    if qo.numel() == 0 or model.outcome_seg is not None:
-        # branching needs the joint outcome (the info gain was off or per modality)
+    if model.outcome_seg is not None:
+        # branching needs the joint outcome, not the modalities side by side
         assert model.LT is not None
         qo = _matmul(flat, model.LT[:1])
     return -(util + sig).reshape(k, u), qo.reshape(k, u, -1)

@@ -167,8 +167,23 @@ def _transition_operators(B: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _apply(q: Tensor, op: Tensor, actions: Tensor, num_actions: int) -> Tensor:
-    """Messages for chosen actions: ``q [b, P, S]``, ``op [bB, S, U·S]``, ``actions [b, P]``."""
+    """Messages for chosen actions: ``q [b, P, S]``, ``op [bB, S, U·S]``, ``actions [b, P]``.
+
+    Returns ``[b, P, S']`` with ``out[b, p] = q[b, p] @ op[:, u, :]`` for ``u = actions[b, p]``.
+    """
     b, p, s = q.shape
+    if b * p < num_actions:
+        # fewer rows than actions: copy out the chosen operators and apply only those
+        # (reads b·P·S·S' instead of the whole U·S·S' operator)
+        ops = op.reshape(op.shape[0], s, num_actions, -1)
+        a = actions.long()
+        if op.shape[0] == 1:
+            w = ops[0].transpose(0, 1)[a.reshape(-1)]  # [b·P, S, S']
+        else:
+            rows = torch.arange(b, device=a.device).repeat_interleave(p)
+            w = ops[rows, :, a.reshape(-1), :]  # [b·P, S, S']
+        return torch.bmm(q.reshape(b * p, 1, s), w).reshape(b, p, -1)
+    # many rows: one product for all actions, then pick (a GEMM beats b·P small ones)
     if op.shape[0] == 1:
         all_u = (q.reshape(b * p, s) @ op[0]).reshape(b, p, num_actions, -1)
     else:

@@ -8,9 +8,13 @@ One agent step is, for the whole batch of agents:
   ``infer_policies`` + ``sample_action`` + ``update_empirical_prior``, after warm-up
   (compilation excluded), results blocked on.
 
-Both compute the same expected free energy (daif with ``info_gain="per_modality"``, pymdp
-1.0's definition), choose actions from the action marginals, deterministic, γ = α = 16,
-and run their default state inference (daif: fixed-point iteration stopped once the free
+Observations come from the model itself acting as the environment (hidden states sampled
+from D, A and B under the daif agent's actions, episodes of 5 steps), recorded once and
+replayed to both agents (converted to each library's arrays beforehand); only the step
+calls are timed (between episodes: daif ``reset()``, pymdp the prior D). Both compute the
+same expected free energy (daif with ``info_gain="per_modality"``, pymdp 1.0's definition),
+choose actions from the action marginals, deterministic, γ = α = 16, and run their default
+state inference (daif: fixed-point iteration stopped once the free
 energy settles, at most 10 sweeps; pymdp: 16 sweeps). Both run on one CPU thread: torch
 ``set_num_threads(1)``, XLA ``--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1`` (set before JAX loads). Cases:
@@ -21,7 +25,8 @@ intra_op_parallelism_threads=1`` (set before JAX loads). Cases:
     (d) 64 states, 100 observations, 1000 one-step policies.
 
 Rates use process CPU time per step (the box may be shared; with one thread CPU time is the
-cost of the call). Results go to ``benchmarks/results/pomdp_speed.md``.
+cost of the call), summed over the replayed steps after one warm-up pass. Results go to
+``benchmarks/results/pomdp_speed.md``.
 
 Usage: ``python benchmarks/pomdp_speed.py [--quick] [--no-pymdp]``
 """
@@ -43,6 +48,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,15 +63,50 @@ from daif.pomdp.tasks import gridworld_model, tmaze_model  # noqa: E402
 GAMMA = ALPHA = 16.0
 
 
-def timeit(fn: Callable[[], object], min_time: float, warmup: int) -> float:
-    """Process-CPU seconds per call: warm up, then repeat until ``min_time`` wall (≥ 5 calls)."""
-    for _ in range(warmup):
-        fn()
-    n, start, cpu0 = 0, time.perf_counter(), time.process_time()
-    while n < 5 or time.perf_counter() - start < min_time:
-        fn()
-        n += 1
-    return (time.process_time() - cpu0) / n
+EPISODE_LEN = 5
+
+
+def generative_process(
+    model: GenerativeModel, agent: Agent, steps: int, seed: int
+) -> list[tuple[torch.Tensor, bool]]:
+    """Observations of ``steps`` agent steps, sampled from the model itself acting as the
+    environment (true states s ~ D, o ~ A[:, s], s' ~ B[:, s, a]) under ``agent``'s own
+    actions, episodes of ``EPISODE_LEN`` steps: [(obs ``[batch, M]``, episode start)]."""
+    rng = np.random.default_rng(seed)
+    A = [a.reshape(a.shape[0], -1).numpy() for a in model.A]
+    B = [b.numpy() for b in model.B]
+    D = [d.numpy() for d in model.D]
+    n = agent.batch_size
+
+    def draw(p: np.ndarray) -> np.ndarray:  # one sample per column of p [K, n]
+        return (rng.random(n)[None] > np.cumsum(p, 0)).sum(0).clip(max=p.shape[0] - 1)
+
+    out = []
+    for t in range(steps):
+        if t % EPISODE_LEN == 0:
+            s = [draw(np.repeat(d[:, None], n, 1)) for d in D]
+            agent.reset()
+        joint = np.ravel_multi_index(s, model.num_states)
+        obs = torch.tensor(np.stack([draw(a[:, joint]) for a in A], 1))
+        out.append((obs, t % EPISODE_LEN == 0))
+        act = agent.step(obs).numpy()
+        s = [draw(b[:, s[f], act[:, f]]) for f, b in enumerate(B)]
+    return out
+
+
+def time_steps(step: Callable[[Any, bool], object], seq: list, min_time: float) -> float:
+    """Process-CPU seconds per ``step(obs, start)`` call over the sequence, repeated until
+    ``min_time`` of it has run, after one warm-up pass."""
+    for obs, start in seq:
+        step(obs, start)
+    spent, n = 0.0, 0
+    while spent < min_time:
+        for obs, start in seq:
+            t0 = time.process_time()
+            step(obs, start)
+            spent += time.process_time() - t0
+            n += 1
+    return spent / n
 
 
 def random_model(seed: int, num_states: int, num_obs: int, num_actions: int) -> GenerativeModel:
@@ -78,9 +119,10 @@ def random_model(seed: int, num_states: int, num_obs: int, num_actions: int) -> 
 
 
 def pymdp_stepper(
-    model: GenerativeModel, policy_len: int, batch: int, obs: tuple[int, ...]
-) -> Callable[[], object]:
-    """A jitted pymdp 1.0 agent step on ``model``, threading the empirical prior."""
+    model: GenerativeModel, policy_len: int, batch: int, seq: list
+) -> tuple[Callable[[Any, bool], object], list]:
+    """A jitted pymdp 1.0 agent step on ``model``, threading the empirical prior, and
+    ``seq`` with its observations as JAX arrays (one ``[batch]`` array per modality)."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -103,23 +145,25 @@ def pymdp_stepper(
         action_selection="deterministic",
         batch_size=batch,
     )
-    obs_j = [jnp.full((batch,), o, dtype=jnp.int32) for o in obs]
 
     @eqx.filter_jit
-    def step(agent: PymdpAgent, prior: list[jax.Array]) -> tuple[list[jax.Array], jax.Array]:
-        qs = agent.infer_states(obs_j, empirical_prior=prior)
+    def step(
+        agent: PymdpAgent, obs: list[jax.Array], prior: list[jax.Array]
+    ) -> tuple[list[jax.Array], jax.Array]:
+        qs = agent.infer_states(obs, empirical_prior=prior)
         q_pi, _ = agent.infer_policies(qs)
         action = agent.sample_action(q_pi)
         return agent.update_empirical_prior(action, qs), action
 
     state = {"prior": agent.D}
 
-    def run() -> None:
-        prior, action = step(agent, state["prior"])
+    def run(obs: list[jax.Array], start: bool) -> None:
+        prior = agent.D if start else state["prior"]
+        prior, action = step(agent, obs, prior)
         action.block_until_ready()
         state["prior"] = prior
 
-    return run
+    return run, [([jnp.asarray(o) for o in obs.T.numpy()], start) for obs, start in seq]
 
 
 def main() -> None:
@@ -139,15 +183,14 @@ def main() -> None:
 
     grid_env = GridWorldEnv(size=10, num_colours=4, layout_seed=0)
     grid = gridworld_model(grid_env)
-    grid_obs = tuple(int(x) for x in grid_env.reset(seed=0)[0])
     cases = [
-        ("(a) T-maze, policy_len 2", tmaze_model(), 2, 1, (0, 0, 0)),
-        ("(b) grid 10×10, policy_len 3", grid, 3, 1, grid_obs),
-        ("(c) grid 10×10, policy_len 3, batch 256", grid, 3, 256, grid_obs),
-        ("(d) 64 states, 100 obs, 1000 policies", random_model(0, 64, 100, 1000), 1, 1, (7,)),
+        ("(a) T-maze, policy_len 2", tmaze_model(), 2, 1),
+        ("(b) grid 10×10, policy_len 3", grid, 3, 1),
+        ("(c) grid 10×10, policy_len 3, batch 256", grid, 3, 256),
+        ("(d) 64 states, 100 obs, 1000 policies", random_model(0, 64, 100, 1000), 1, 1),
     ]
     rows = []
-    for name, model, policy_len, batch, obs in cases:
+    for name, model, policy_len, batch in cases:
         agent = Agent(
             model=model,
             policy_len=policy_len,
@@ -156,13 +199,20 @@ def main() -> None:
             alpha=ALPHA,
             info_gain="per_modality",
         )
-        obs_t = torch.tensor([list(obs)] * batch)
-        ours = 1e3 * timeit(lambda agent=agent, obs_t=obs_t: agent.step(obs_t), min_time, 10)
-        theirs = float("nan")
+        seq = generative_process(model, agent, 4 * EPISODE_LEN, seed=0)
+
+        def ours(obs: torch.Tensor, start: bool, agent: Agent = agent) -> None:
+            if start:
+                agent.reset()
+            agent.step(obs)
+
+        ours_ms = 1e3 * time_steps(ours, seq, min_time)
+        theirs_ms = float("nan")
         if use_pymdp:
-            theirs = 1e3 * timeit(pymdp_stepper(model, policy_len, batch, obs), min_time, 3)
-        rows.append((name, agent.num_policies, batch, ours, theirs))
-        print(f"{name}: daif {ours:.3f} ms, pymdp {theirs:.3f} ms per step", flush=True)
+            theirs, seq_jax = pymdp_stepper(model, policy_len, batch, seq)
+            theirs_ms = 1e3 * time_steps(theirs, seq_jax, min_time)
+        rows.append((name, agent.num_policies, batch, ours_ms, theirs_ms))
+        print(f"{name}: daif {ours_ms:.3f} ms, pymdp {theirs_ms:.3f} ms per step", flush=True)
 
     lines = [
         "| case | policies | pymdp 1.0 ms/step | daif ms/step | daif agent-steps/s "

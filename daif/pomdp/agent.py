@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from daif.maths import log_stable
 from daif.pomdp import control, inference, learning
 from daif.pomdp.model import GenerativeModel
 
@@ -330,6 +329,7 @@ class Agent:
             self.qs = self._uniform()
             self.action: Tensor | None = None
             self._has_action = torch.zeros(b, dtype=torch.bool, device=self.device)
+            self._all_acted = False  # every row has a last action (no D to mix in)
             self._qs_first: list[Tensor] | None = None
             self.q_pi = self._policy_prior()
             self.G = torch.zeros(b, self.num_policies, dtype=self.dtype, device=self.device)
@@ -351,6 +351,7 @@ class Agent:
         uni = self._uniform()
         self.qs = [torch.where(m[:, None], u, q) for u, q in zip(uni, self.qs, strict=True)]
         self._has_action = self._has_action & ~m
+        self._all_acted = False
         self.q_pi = torch.where(m[:, None], self._policy_prior(), self.q_pi)
         return self.qs
 
@@ -373,7 +374,9 @@ class Agent:
                 self.action[:, f : f + 1],
                 self.num_controls[f],
             ).squeeze(1)
-            out.append(torch.where(self._has_action[:, None], pred, d[f]))
+            out.append(
+                pred if self._all_acted else torch.where(self._has_action[:, None], pred, d[f])
+            )
         return out
 
     def infer_states(self, obs: Any) -> list[Tensor]:
@@ -386,14 +389,15 @@ class Agent:
             the per-policy window is in ``qs_seq``).
         """
         o = self._as_obs(obs)
-        lik = inference.joint_likelihood(self.prep.A_flat, o)  # [b, SJ]
         if self.inference_algo == "fpi":
             prior = self.empirical_prior()
             p = self.inference_params
+            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets)
             self.qs = inference.fpi(
-                log_stable(lik), prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
+                log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
             )
         else:
+            lik = inference.joint_likelihood(self.prep.A_flat, o)  # [b, SJ]
             self._lh_hist.append(lik)
             self._lh_hist = self._lh_hist[-self.inference_horizon :]
             past = len(self._lh_hist)
@@ -482,6 +486,7 @@ class Agent:
             )
         self.action = action
         self._has_action = torch.ones_like(self._has_action)
+        self._all_acted = True
         self._step_time()
         return action
 

@@ -226,6 +226,8 @@ class PreparedModel:
             this many entries.
 
     Attributes:
+        lnA, obs_offsets: ``[bm, Σ_m O_m, SJ]`` ln A of all modalities stacked, and each
+            modality's first row (for :func:`~daif.pomdp.inference.joint_log_likelihood`).
         values: ``[bm, SJ, 1 + K + K_o]`` per joint state: utility, the K outcome
             entropies, p(o|s) (joint outcome, or modalities side by side).
         fwd_joint, fwd_values: ``[bm, SJ, U_J·SJ]`` and ``[bm, SJ, U_J·(1 + K + K_o)]``
@@ -262,6 +264,12 @@ class PreparedModel:
         self.sj = sj
         bm = max([a.shape[0] for a in A] + [b.shape[0] for b in B] + [c.shape[0] for c in C])
         self.A_flat = [a.reshape(a.shape[0], a.shape[1], sj) for a in A]  # [bm, O, SJ]
+        # state inference reads ln A of the observed rows: all modalities stacked once
+        ba = max(a.shape[0] for a in A)
+        self.lnA = torch.cat([log_stable(a).expand(ba, -1, -1) for a in self.A_flat], 1)
+        self.obs_offsets = torch.tensor(
+            [0, *itertools.accumulate(self.num_obs)][:-1], device=self.lnA.device
+        )
         # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences
         self.lnC = [log_stable(softmax(c)) for c in C]  # [bm, O]
         # expected utility of each joint state: Σ_m Σ_o A_m(o|s) ln P̃(o_m)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from daif.images import heatmap
-from daif.maths import entropy, log_stable
+from daif.maths import entropy
 from daif.pomdp import control, inference, learning
 from daif.pomdp.agent import Agent, check_obs
 from daif.pomdp.tasks import build_model
@@ -234,11 +234,9 @@ class POMDPAgent:
 
     def _posterior(self, o: Tensor, prior: list[Tensor]) -> list[Tensor]:
         c = self.core
-        lik = inference.joint_likelihood(c.prep.A_flat, o)
+        log_lik = inference.joint_log_likelihood(c.prep.lnA, o, c.prep.obs_offsets)
         p = c.inference_params
-        return inference.fpi(
-            log_stable(lik), prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"]
-        )
+        return inference.fpi(log_lik, prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"])
 
     @torch.no_grad()
     def act(

@@ -156,6 +156,7 @@ class Agent:
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.num_obs = model.num_obs
+        self._num_obs_t = torch.tensor(self.num_obs, device=self.device)
         self.num_states = model.num_states
         self.num_controls = model.num_controls
         self.num_modalities = model.num_modalities
@@ -289,7 +290,7 @@ class Agent:
             raise ValueError(
                 f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}"
             )
-        check_obs(t, self.num_obs)
+        check_obs(t, self.num_obs, self._num_obs_t)
         return t
 
     def _expand_model(self) -> None:
@@ -584,17 +585,20 @@ class Agent:
         self._refresh()
 
 
-def check_obs(obs: Tensor, num_obs: list[int]) -> None:
+def check_obs(obs: Tensor, num_obs: list[int], num_obs_t: Tensor | None = None) -> None:
     """Raise naming the modality, value and batch row of an out-of-range observation.
 
     Args:
         obs: ``[b, M]`` integer indices.
+        num_obs_t: ``num_obs`` as a tensor on ``obs``'s device, if the caller keeps one.
     """
     if obs.shape[1] != len(num_obs):
         raise ValueError(
             f"observation has {obs.shape[1]} modalities per row; the model has {len(num_obs)}"
         )
-    bad = (obs < 0) | (obs >= torch.tensor(num_obs, device=obs.device))
+    if num_obs_t is None:
+        num_obs_t = torch.tensor(num_obs, device=obs.device)
+    bad = (obs < 0) | (obs >= num_obs_t)
     if bad.any():
         i, m = (int(x) for x in bad.nonzero()[0])
         raise ValueError(

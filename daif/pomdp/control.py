@@ -543,12 +543,12 @@ def action_marginals(q_pi: Tensor, policies: Tensor, num_controls: list[int]) ->
     Returns:
         F tensors ``[b, U_f]``.
     """
-    out = []
-    for f, n in enumerate(num_controls):
-        # scatter-add q(π) onto each policy's first action (no [P, U] one-hot per call)
-        m = q_pi.new_zeros(q_pi.shape[0], n).index_add_(1, policies[:, 0, f], q_pi)
-        out.append(m / m.sum(-1, keepdim=True))
-    return out
+    # scatter-add q(π) onto each policy's first action (no [P, U] one-hot per call); q(π)
+    # sums to 1, so the marginals do too
+    return [
+        q_pi.new_zeros(q_pi.shape[0], n).index_add_(1, policies[:, 0, f], q_pi)
+        for f, n in enumerate(num_controls)
+    ]
 
 
 def sample_action(

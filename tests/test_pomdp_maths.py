@@ -330,3 +330,71 @@ def test_unknown_info_gain_names_are_refused():
         Agent(np.eye(2), np.eye(2)[:, :, None], info_gain="sum")
     with pytest.raises(ValueError, match="param_info_gain must be one of"):
         Agent(np.eye(2), np.eye(2)[:, :, None], param_info_gain="digamma")
+
+
+def test_masked_modality_is_ignored_by_hand():
+    A1 = np.array([[0.8, 0.3], [0.2, 0.7]])
+    A2 = np.array([[0.9, 0.1], [0.1, 0.9]])
+    agent = Agent([A1, A2], np.eye(2)[:, :, None], D=np.array([0.4, 0.6]), dtype=F64)
+    # modality 1 missing (its index, even out of range, is ignored): p(s|o1=0) ∝ [0.32, 0.18]
+    qs = agent.infer_states((0, 5), mask=(True, False))
+    np.testing.assert_allclose(qs[0][0].numpy(), [0.64, 0.36], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"inference_params": {"dF_tol": 0.0}}, {"inference_algo": "mmp", "policy_len": 2}]
+)
+def test_masked_modality_equals_the_model_without_it(kw):
+    full = _random_agent(4, **kw)
+    only_first = Agent(
+        [a[0].numpy() for a in full.A[:1]],
+        [b[0].numpy() for b in full.B],
+        D=[d[0].numpy() for d in full.D],
+        dtype=F64,
+        **kw,
+    )
+    for o in range(3):
+        full.reset()
+        only_first.reset()
+        qs = full.infer_states((o, 1), mask=(True, False))
+        ref = only_first.infer_states((o,))
+        for q, r in zip(qs, ref, strict=True):
+            torch.testing.assert_close(q, r, rtol=0, atol=1e-12)
+
+
+def test_fully_masked_observation_keeps_the_prior_and_its_predictive():
+    agent = _random_agent(5, batch_size=2)
+    rng = np.random.default_rng(5)
+    D = [torch.as_tensor(rng.dirichlet(np.ones(s)))[None] for s in (3, 2)]
+    agent.D = D
+    mask = torch.tensor([[False, False], [True, False]])
+    qs = agent.infer_states(torch.tensor([[2, 1], [2, 1]]), mask=mask)
+    # row 0 saw nothing: the posterior is the prior D, so every modality's predicted
+    # outcome Σ_s A(o|s) q(s) is its prior predictive
+    for q, d in zip(qs, D, strict=True):
+        torch.testing.assert_close(q[0], d[0], rtol=0, atol=1e-12)
+    joint_q = torch.outer(qs[0][0], qs[1][0]).reshape(-1)
+    joint_d = torch.outer(D[0][0], D[1][0]).reshape(-1)
+    for a in agent.A:
+        a = a[0].reshape(a.shape[1], -1)
+        torch.testing.assert_close(a @ joint_q, a @ joint_d, rtol=0, atol=1e-12)
+    # row 1 saw modality 0 and is no longer at the prior
+    assert not torch.allclose(qs[0][1], D[0][0])
+
+
+def test_masked_modality_learns_nothing():
+    rng = np.random.default_rng(6)
+    pA = [rng.uniform(0.5, 2.0, size=(3, 2)), rng.uniform(0.5, 2.0, size=(2, 2))]
+    agent = Agent(None, np.eye(2)[:, :, None], pA=pA, dtype=F64)
+    agent.infer_states((1, 0), mask=(True, False))
+    new = agent.update_A((1, 0), mask=(True, False))
+    np.testing.assert_allclose(new[1][0].numpy(), pA[1], atol=1e-12)
+    assert not np.allclose(new[0][0].numpy(), pA[0])
+
+
+def test_mask_shape_and_type_are_checked():
+    agent = _random_agent(7)
+    with pytest.raises(ValueError, match="mask has shape"):
+        agent.infer_states((0, 1), mask=(True,))
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        agent.infer_states((0, 1), mask=(1, 0))

@@ -274,23 +274,36 @@ class Agent:
                 "planning='sophisticated' needs a model shared by the batch (no learning)"
             )
 
-    def _as_obs(self, obs: Any) -> Tensor:
-        """Observations → ``[b, M]`` long tensor, validated."""
+    def _as_obs(self, obs: Any, mask: Any = None) -> tuple[Tensor, Tensor | None]:
+        """Observations → ``[b, M]`` long tensor, validated, and the mask → ``[b, M]``
+        bool (None: all observed); a masked entry's index is ignored (set to 0)."""
         if isinstance(obs, (int, np.integer)):
             obs = [int(obs)]
         t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
         if t.is_floating_point() and not torch.equal(t, t.round()):
             raise ValueError(f"observations must be integer indices; got {obs!r}")
-        t = t.long().to(self.device)
+        t = self._rows(t.long().to(self.device), "observation")
+        m = None
+        if mask is not None:
+            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask")
+            if m.dtype != torch.bool:
+                raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
+            if m.shape != t.shape:
+                raise ValueError(
+                    f"mask has shape {tuple(m.shape)}; the observations have {tuple(t.shape)}"
+                )
+            t = torch.where(m, t, torch.zeros_like(t))
+        check_obs(t, self.num_obs, self._num_obs_t)
+        return t, m
+
+    def _rows(self, t: Tensor, what: str) -> Tensor:
+        """``t`` as ``[b, M]``: a scalar or one row for one agent, a column for M = 1."""
         if t.ndim == 0:
             t = t.reshape(1, 1)
         elif t.ndim == 1:
             t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
         if t.shape[0] != self.batch_size:
-            raise ValueError(
-                f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}"
-            )
-        check_obs(t, self.num_obs, self._num_obs_t)
+            raise ValueError(f"{what} batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
         return t
 
     def _expand_model(self) -> None:
@@ -380,25 +393,28 @@ class Agent:
             )
         return out
 
-    def infer_states(self, obs: Any) -> list[Tensor]:
+    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
         """Update beliefs about the current hidden state from an observation.
 
         Args:
             obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
+            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
+                not observed: it then carries no evidence (its index is ignored). None:
+                all observed.
         Returns:
             ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
             the per-policy window is in ``qs_seq``).
         """
-        o = self._as_obs(obs)
+        o, m = self._as_obs(obs, mask)
         if self.inference_algo == "fpi":
             prior = self.empirical_prior()
             p = self.inference_params
-            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets)
+            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets, m)
             self.qs = inference.fpi(
                 log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
             )
         else:
-            lik = inference.joint_likelihood(self.prep.A_flat, o)  # [b, SJ]
+            lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
             self._lh_hist.append(lik)
             self._lh_hist = self._lh_hist[-self.inference_horizon :]
             past = len(self._lh_hist)
@@ -505,20 +521,24 @@ class Agent:
             else:
                 self.latest_belief = [q[:, 0] for q in first]
 
-    def step(self, obs: Any) -> Tensor:
-        """``infer_states(obs)``, ``infer_policies()``, ``sample_action()`` in one call."""
-        self.infer_states(obs)
+    def step(self, obs: Any, mask: Any = None) -> Tensor:
+        """``infer_states(obs, mask)``, ``infer_policies()``, ``sample_action()`` in one call."""
+        self.infer_states(obs, mask)
         self.infer_policies()
         return self.sample_action()
 
-    def update_A(self, obs: Any) -> list[Tensor]:
-        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA]."""
+    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA].
+
+        Args:
+            obs, mask: as for :meth:`infer_states`; unobserved modalities learn nothing.
+        """
         if self.pA is None:
             raise ValueError("update_A needs Dirichlet counts pA")
-        o = self._as_obs(obs)
+        o, m = self._as_obs(obs, mask)
         self._expand_model()
         self.pA = learning.update_obs_likelihood_dirichlet(
-            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn
+            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn, m
         )
         self.A = learning.expected_parameters(self.pA)
         self._refresh()

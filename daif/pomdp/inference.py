@@ -32,12 +32,14 @@ __all__ = [
 ]
 
 
-def joint_likelihood(A: list[Tensor], obs: Tensor) -> Tensor:
+def joint_likelihood(A: list[Tensor], obs: Tensor, mask: Tensor | None = None) -> Tensor:
     """p(o|s) = Π_m A_m[o_m, s] for observed indices, over the joint state.
 
     Args:
         A: M tensors ``[bA, O_m, SJ]`` (``bA`` 1 or ``b``).
         obs: ``[b, M]`` integer indices.
+        mask: ``[b, M]`` bool, False where a modality was not observed (its factor is 1:
+            a missing outcome carries no evidence), or None (all observed).
     Returns:
         ``[b, SJ]``.
     """
@@ -46,11 +48,15 @@ def joint_likelihood(A: list[Tensor], obs: Tensor) -> Tensor:
     for m, a in enumerate(A):
         idx = obs[:, m].long()
         rows = a[0, idx] if a.shape[0] == 1 else a[torch.arange(b, device=a.device), idx]
+        if mask is not None:
+            rows = torch.where(mask[:, m : m + 1], rows, torch.ones_like(rows))
         out = rows if out is None else out * rows
     return out  # type: ignore[return-value]
 
 
-def joint_log_likelihood(lnA: Tensor, obs: Tensor, offsets: Tensor) -> Tensor:
+def joint_log_likelihood(
+    lnA: Tensor, obs: Tensor, offsets: Tensor, mask: Tensor | None = None
+) -> Tensor:
     """ln p(o|s) = Σ_m ln A_m[o_m, s] (each ln A_m floored as ``log_stable``, as pymdp 1.0
     sums per-modality log-likelihoods), over the joint state.
 
@@ -58,13 +64,18 @@ def joint_log_likelihood(lnA: Tensor, obs: Tensor, offsets: Tensor) -> Tensor:
         lnA: ``[bA, Σ_m O_m, SJ]`` the modalities' ln A stacked (``bA`` 1 or ``b``).
         obs: ``[b, M]`` integer indices.
         offsets: ``[M]`` first row of each modality in ``lnA``.
+        mask: ``[b, M]`` bool, False where a modality was not observed (it adds 0), or None.
     Returns:
         ``[b, SJ]``.
     """
     rows = obs + offsets  # [b, M]
     if lnA.shape[0] == 1:
-        return lnA[0][rows].sum(1)
-    return lnA.gather(1, rows.unsqueeze(-1).expand(-1, -1, lnA.shape[-1])).sum(1)
+        per_modality = lnA[0][rows]
+    else:
+        per_modality = lnA.gather(1, rows.unsqueeze(-1).expand(-1, -1, lnA.shape[-1]))
+    if mask is not None:
+        per_modality = per_modality * mask.unsqueeze(-1)
+    return per_modality.sum(1)
 
 
 def _einsum_except(x: Tensor, qs: list[Tensor], keep: int, extra_lead: int = 0) -> Tensor:

@@ -398,3 +398,34 @@ def test_mask_shape_and_type_are_checked():
         agent.infer_states((0, 1), mask=(True,))
     with pytest.raises(ValueError, match="mask must be boolean"):
         agent.infer_states((0, 1), mask=(1, 0))
+
+
+def test_per_agent_gamma_and_alpha():
+    kw = dict(policy_len=2, inference_params={"dF_tol": 0.0})
+    batch = _random_agent(8, batch_size=3, gamma=[0.0, 4.0, 16.0], **kw)
+    obs = torch.tensor([[2, 1]] * 3)
+    batch.infer_states(obs)
+    q_pi, _ = batch.infer_policies()
+    # γ = 0: uniform; otherwise each row is the single agent with that γ
+    torch.testing.assert_close(q_pi[0], torch.full_like(q_pi[0], 1 / q_pi.shape[1]))
+    for row, gamma in ((1, 4.0), (2, 16.0)):
+        single = _random_agent(8, gamma=gamma, **kw)
+        single.infer_states((2, 1))
+        q_single, _ = single.infer_policies()
+        torch.testing.assert_close(q_pi[row], q_single[0], rtol=0, atol=1e-12)
+    # α: a near-infinite precision always takes the argmax, α = 0 samples uniformly
+    m = [torch.tensor([[0.7, 0.3], [0.7, 0.3]], dtype=F64)]
+    alpha = torch.tensor([[1e6], [0.0]], dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack(
+        [control.sample_action(m, "stochastic", alpha, gen)[:, 0] for _ in range(400)]
+    )
+    assert (draws[:, 0] == 0).all()
+    assert 0.4 < draws[:, 1].float().mean() < 0.6
+
+
+def test_per_agent_precision_is_checked():
+    with pytest.raises(ValueError, match="one per agent"):
+        _random_agent(0, batch_size=2, gamma=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at agent 1"):
+        _random_agent(0, batch_size=2, alpha=[1.0, -2.0])

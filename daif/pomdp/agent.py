@@ -51,8 +51,9 @@ class Agent:
         inference_horizon: MMP window of past observations.
         control_fac_idx: controllable factors (default: factors with > 1 action).
         policies: ``[P, T, F]`` explicit policies (default: all sequences).
-        gamma: policy precision γ in q(π) = σ(ln E − γ G).
-        alpha: action precision α for stochastic selection.
+        gamma: policy precision γ in q(π) = σ(ln E − γ G): a number, or one per agent
+            (``[batch_size]``).
+        alpha: action precision α for stochastic selection (a number or one per agent).
         use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
         info_gain: "joint" (SPM, pymdp 0.0.7.1: I(o; s) of the joint outcome) or
             "per_modality" (pymdp 1.0: Σ_m I(o_m; s)).
@@ -147,8 +148,18 @@ class Agent:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         for name, val in (("gamma", gamma), ("alpha", alpha)):
-            if not np.isfinite(val) or val < 0:
-                raise ValueError(f"{name} must be finite and >= 0; got {val!r}")
+            arr = np.asarray(val, dtype=float)
+            if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != batch_size):
+                raise ValueError(
+                    f"{name} must be a number or one per agent ({batch_size}); "
+                    f"got shape {arr.shape}"
+                )
+            bad = ~np.isfinite(arr) | (arr < 0)
+            if bad.any():
+                where = "" if arr.ndim == 0 else f" at agent {int(np.flatnonzero(bad)[0])}"
+                raise ValueError(f"{name} must be finite and >= 0; got {val!r}{where}")
+        if planning == "sophisticated" and np.ndim(gamma) > 0:
+            raise ValueError("planning='sophisticated' needs one gamma for the batch")
         for name, val in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
             if val < 0:
                 raise ValueError(f"{name} must be >= 0; got {val!r}")
@@ -167,8 +178,9 @@ class Agent:
         self.num_factors = model.num_factors
         self.policy_len = int(policy_len)
         self.inference_horizon = int(inference_horizon)
-        self.gamma = float(gamma)
-        self.alpha = float(alpha)
+        # one precision for all agents stays a float; one per agent is a [b, 1] column
+        self.gamma: float | Tensor = self._precision(gamma)
+        self.alpha: float | Tensor = self._precision(alpha)
         self.use_utility = use_utility
         self.use_states_info_gain = use_states_info_gain
         self.use_param_info_gain = use_param_info_gain
@@ -257,6 +269,13 @@ class Agent:
         self.reset()
 
     # ------------------------------------------------------------------ helpers
+    def _precision(self, val: Any) -> float | Tensor:
+        if np.ndim(val) == 0:
+            return float(val)
+        return torch.as_tensor(np.asarray(val, dtype=float), dtype=self.dtype).to(self.device)[
+            :, None
+        ]
+
     def _refresh(self) -> None:
         """Recompute planning quantities after A, B or their counts changed."""
         self.prep = control.PreparedModel(

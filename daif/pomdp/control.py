@@ -519,13 +519,14 @@ def _evaluate_fused(
 
 
 def posterior_over_policies(
-    G: Tensor, gamma: float, E: Tensor | None = None, F: Tensor | None = None
+    G: Tensor, gamma: float | Tensor, E: Tensor | None = None, F: Tensor | None = None
 ) -> Tensor:
     """q(π) = σ(ln E − γ G − F) over the last dim; ``E`` None means uniform.
 
     Args:
-        G: ``[b, P]``; E: ``[P]`` or ``[b, P]``; F: ``[b, P]`` the variational free
-            energy of each policy (MMP) or None.
+        G: ``[b, P]``; gamma: a number or ``[b, 1]`` (one per agent); E: ``[P]`` or
+            ``[b, P]``; F: ``[b, P]`` the variational free energy of each policy (MMP) or
+            None.
     """
     logits = -gamma * G
     if E is not None:
@@ -554,12 +555,13 @@ def action_marginals(q_pi: Tensor, policies: Tensor, num_controls: list[int]) ->
 def sample_action(
     marginals: list[Tensor],
     action_selection: str = "deterministic",
-    alpha: float = 16.0,
+    alpha: float | Tensor = 16.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Pick one action per factor from the action marginals.
 
-    Deterministic: argmax (first maximum). Stochastic: sample from σ(α ln q(u)).
+    Deterministic: argmax (first maximum). Stochastic: sample from σ(α ln q(u)), α a
+    number or ``[b, 1]`` (one per agent).
 
     Returns:
         ``[b, F]`` long.
@@ -582,7 +584,7 @@ def sample_policy(
     q_pi: Tensor,
     policies: Tensor,
     action_selection: str = "deterministic",
-    alpha: float = 16.0,
+    alpha: float | Tensor = 16.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """First actions of a policy picked from q(π) (pymdp's ``sampling_mode="full"``).

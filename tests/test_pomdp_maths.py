@@ -429,3 +429,35 @@ def test_per_agent_precision_is_checked():
         _random_agent(0, batch_size=2, gamma=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="at agent 1"):
         _random_agent(0, batch_size=2, alpha=[1.0, -2.0])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_time_indexed_preferences_by_hand(fused):
+    # one factor, 2 states, "stay" or "go to state 1"; A = I; C per step
+    B = np.zeros((2, 2, 2))
+    B[:, :, 0] = np.eye(2)
+    B[1, :, 1] = 1.0
+    C = np.array([[math.log(3.0), 0.0], [0.0, math.log(3.0)]])  # step 0 likes o=0, step 1 o=1
+    agent = Agent(np.eye(2), B, C=C, D=np.array([1.0, 0.0]), policy_len=2, dtype=F64)
+    agent.qs = [torch.tensor([[1.0, 0.0]], dtype=F64)]
+    prep = control.PreparedModel(agent.A, agent.B, agent.C, fused_limit=2**22 if fused else 0)
+    assert (prep.fwd_values is not None) == fused
+    util = control.evaluate_policies(agent.qs, prep, agent.tree)["utility"][0]
+    # ln σ(C_0) = [ln .75, ln .25], ln σ(C_1) = [ln .25, ln .75]; states are certain
+    lo, hi = math.log(0.25), math.log(0.75)
+    expected = {(0, 0): hi + lo, (0, 1): hi + hi, (1, 0): lo + hi, (1, 1): lo + hi}
+    for p, pol in enumerate(agent.policies[:, :, 0].tolist()):
+        assert float(util[p]) == pytest.approx(expected[tuple(pol)], abs=1e-12)
+    # stay, then go: the only policy that meets both steps' preferences
+    q_pi, _ = agent.infer_policies()
+    assert agent.policies[int(q_pi[0].argmax()), :, 0].tolist() == [0, 1]
+
+
+def test_time_indexed_preferences_are_checked():
+    B = np.eye(2)[:, :, None].repeat(2, 2)
+    with pytest.raises(ValueError, match=r"C\[0\] has preferences for 1 steps; policy_len is 2"):
+        Agent(np.eye(2), B, C=np.zeros((1, 2)), policy_len=2)
+    with pytest.raises(ValueError, match=r"C\[0\] has shape \(2, 3\)"):
+        Agent(np.eye(2), B, C=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="needs planning='enumerate'"):
+        Agent(np.eye(2), B, C=np.zeros((2, 2)), policy_len=2, inference_algo="mmp")

@@ -5,7 +5,8 @@ pymdp 1.0's definitions are daif's ``info_gain="per_modality"`` and
 ln σ(C) (daif's ln P̃) and both score the same utility. Compared: the posterior over states
 (fixed-point iteration with a fixed number of sweeps), every expected free energy term of
 every policy, q(π), the action marginals, the action, the empirical prior and the Dirichlet
-updates of pA and pB, with modalities depending on subsets of factors and policy_len 1–3.
+updates of pA and pB, with modalities depending on subsets of factors, policy_len 1–3 and
+time-indexed preferences C ``[T, O]``.
 
 SPM's definitions (``"joint"``, ``"approx"``) are checked against hand-computed cases in
 ``test_pomdp_maths.py``; pymdp 1.0's ``pymdp.legacy`` is not pymdp 0.0.7.1 (it sums the
@@ -37,12 +38,13 @@ NUM_ITER = 16  # pymdp's fixed fpi sweeps; daif runs as many (no early stop)
 
 
 def log_softmax(c: np.ndarray) -> np.ndarray:
-    c = c - c.max()
-    return c - np.log(np.exp(c).sum())
+    c = c - c.max(-1, keepdims=True)
+    return c - np.log(np.exp(c).sum(-1, keepdims=True))
 
 
-def random_model(rng, num_obs, num_states, num_controls, a_deps):
-    """A with dependencies, B, C, D, and Dirichlet counts pA, pB around them."""
+def random_model(rng, num_obs, num_states, num_controls, a_deps, c_steps=None):
+    """A with dependencies, B, C (per planning step if ``c_steps``), D, and Dirichlet
+    counts pA, pB around them."""
     A = []
     for o, deps in zip(num_obs, a_deps, strict=True):
         shape = tuple(num_states[f] for f in deps)
@@ -51,7 +53,7 @@ def random_model(rng, num_obs, num_states, num_controls, a_deps):
         rng.dirichlet(np.ones(s), size=(s, u)).transpose(2, 0, 1)
         for s, u in zip(num_states, num_controls, strict=True)
     ]
-    C = [rng.normal(size=o) for o in num_obs]
+    C = [rng.normal(size=o if c_steps is None else (c_steps, o)) for o in num_obs]
     D = [rng.dirichlet(np.ones(s)) for s in num_states]
     pA = [a * rng.uniform(0.5, 3.0, size=a.shape) for a in A]
     pB = [b * rng.uniform(0.5, 3.0, size=b.shape) for b in B]
@@ -89,18 +91,19 @@ _infer_policies = filter_jit(lambda ag, qs: ag.infer_policies(qs))
 
 
 CASES = [
-    # num_obs, num_states, num_controls, A dependencies, policy_len
-    ([3, 4], [3, 2, 2], [3, 2, 1], [[0, 1], [1, 2]], 1),
-    ([3, 2], [3, 2], [2, 2], [[0], [0, 1]], 2),
-    ([2, 3, 2], [2, 3], [2, 2], [[0, 1], [1], [0]], 3),
+    # num_obs, num_states, num_controls, A dependencies, policy_len, C steps (time-indexed)
+    ([3, 4], [3, 2, 2], [3, 2, 1], [[0, 1], [1, 2]], 1, None),
+    ([3, 2], [3, 2], [2, 2], [[0], [0, 1]], 2, None),
+    ([2, 3, 2], [2, 3], [2, 2], [[0, 1], [1], [0]], 3, None),
+    ([3, 2], [3, 2], [2, 2], [[0, 1], [1]], 2, 2),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_agent_step_matches_pymdp_1(case):
-    num_obs, num_states, num_controls, deps, policy_len = CASES[case]
+    num_obs, num_states, num_controls, deps, policy_len, c_steps = CASES[case]
     rng = np.random.default_rng(case)
-    A, B, C, D, pA, pB = random_model(rng, num_obs, num_states, num_controls, deps)
+    A, B, C, D, pA, pB = random_model(rng, num_obs, num_states, num_controls, deps, c_steps)
     lnC = [log_softmax(c) for c in C]
     ref = PAgent(
         jx(A),

@@ -220,6 +220,12 @@ class Agent:
                 return None
             return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
 
+        steps = [int(c.shape[0]) for c in model.C if c.ndim == 2]
+        if steps and (planning != "enumerate" or algo != "fpi"):
+            raise ValueError(
+                "time-indexed C (a [T, O] preference per modality) needs planning='enumerate' "
+                "and inference_algo='fpi'"
+            )
         self.A: list[Tensor] = put(model.A)  # type: ignore[assignment]
         self.B: list[Tensor] = put(model.B)  # type: ignore[assignment]
         self.C: list[Tensor] = put(model.C)  # type: ignore[assignment]
@@ -254,6 +260,12 @@ class Agent:
             self.policy_len = int(pols.shape[1]) if planning == "enumerate" else self.policy_len
         self.policies = pols.to(self.device)
         self.num_policies = int(pols.shape[0])
+        for m, c in enumerate(model.C):
+            if c.ndim == 2 and c.shape[0] < self.policy_len:
+                raise ValueError(
+                    f"C[{m}] has preferences for {c.shape[0]} steps; policy_len is "
+                    f"{self.policy_len}"
+                )
         self.tree = control.PolicyTree.from_policies(pols).to(self.device)
         if model.E is not None and model.E.shape[0] != self.num_policies:
             raise ValueError(

@@ -216,7 +216,8 @@ class PreparedModel:
     Args:
         A: M tensors ``[bm, O_m, S_1..S_F]``.
         B: F tensors ``[bm, S_f, S_f, U_f]``.
-        C: M tensors ``[bm, O_m]`` log-preferences.
+        C: M tensors ``[bm, O_m]`` log-preferences, or ``[bm, T_C, O_m]`` per planning
+            step (the same T_C for all time-indexed modalities).
         pA, pB: Dirichlet counts (same shapes) or None.
         info_gain: "joint" (SPM, pymdp 0.0.7.1) or "per_modality" (pymdp 1.0).
         param_info_gain: "approx" (SPM's ``spm_wnorm``) or "exact" (pymdp 1.0).
@@ -229,11 +230,13 @@ class PreparedModel:
         lnA, obs_offsets: ``[bm, Σ_m O_m, SJ]`` ln A of all modalities stacked, and each
             modality's first row (for :func:`~daif.pomdp.inference.joint_log_likelihood`).
         values: ``[bm, SJ, 1 + K + K_o]`` per joint state: utility, the K outcome
-            entropies, p(o|s) (joint outcome, or modalities side by side).
+            entropies, p(o|s) (joint outcome, or modalities side by side); ``values_t``
+            one per planning step when C is time-indexed (``num_C_steps`` of them).
         fwd_joint, fwd_values: ``[bm, SJ, U_J·SJ]`` and ``[bm, SJ, U_J·(1 + K + K_o)]``
             with ``(q @ fwd_joint)[u] = B_u q`` and ``(q @ fwd_values)[u] = (B_u q) @ values``
             for every joint action u (B_u = ⊗_f B_f[u_f]), or None when too large; they let
-            a tree level's terms come from its parents in one product.
+            a tree level's terms come from its parents in one product (``fwd_values_t``:
+            one per planning step).
     """
 
     def __init__(
@@ -270,13 +273,16 @@ class PreparedModel:
         self.obs_offsets = torch.tensor(
             [0, *itertools.accumulate(self.num_obs)][:-1], device=self.lnA.device
         )
-        # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences
-        self.lnC = [log_stable(softmax(c)) for c in C]  # [bm, O]
-        # expected utility of each joint state: Σ_m Σ_o A_m(o|s) ln P̃(o_m)
-        u = 0.0
-        for a, lc in zip(self.A_flat, self.lnC, strict=True):
-            u = u + (a * lc.unsqueeze(-1)).sum(1)
-        self.utility_s = u.expand(bm, sj) if isinstance(u, Tensor) else u  # [bm, SJ]
+        # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences; a C with a
+        # time axis ([bm, T_C, O]) gives the preferences of each planning step
+        steps = {c.shape[1] for c in C if c.ndim == 3}
+        if len(steps) > 1:
+            raise ValueError(f"time-indexed C must share one number of steps; got {sorted(steps)}")
+        self.num_C_steps = steps.pop() if steps else 1
+        lnC = [log_stable(softmax(c if c.ndim == 3 else c.unsqueeze(1))) for c in C]
+        # expected utility of each joint state and step: Σ_m Σ_o A_m(o|s) ln P̃_t(o_m)
+        u = sum(torch.einsum("zos,zto->zts", a, lc) for a, lc in zip(self.A_flat, lnC, strict=True))
+        utility_s = u.expand(bm, self.num_C_steps, sj)  # [bm, T_C, SJ]
         # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s): the joint info gain
         # and the outcome branches of sophisticated inference need it
         oj = 1
@@ -317,18 +323,23 @@ class PreparedModel:
             self.outcome_seg = torch.block_diag(
                 *[-a.new_ones(o, 1) for a, o in zip(self.A_flat, self.num_obs, strict=True)]
             )
-        bu = max(self.utility_s.shape[0], H_A.shape[0], self.outcome_T.shape[0])
+        bu = max(utility_s.shape[0], H_A.shape[0], self.outcome_T.shape[0])
         self.num_entropies = int(H_A.shape[-1])
-        # [bm, SJ, 1 + K + K_o]: per state, the utility, the K outcome entropies H[p(o|s)]
-        # and p(o|s) itself, so that one product q(s) @ values gives every expectation
-        self.values = torch.cat(
-            [
-                self.utility_s.expand(bu, sj).unsqueeze(-1),
-                H_A.expand(bu, sj, -1),
-                self.outcome_T.expand(bu, -1, -1),
-            ],
-            -1,
-        )
+        # per planning step, [bm, SJ, 1 + K + K_o]: per state, the utility, the K outcome
+        # entropies H[p(o|s)] and p(o|s) itself, so one product q(s) @ values gives every
+        # expectation
+        self.values_t = [
+            torch.cat(
+                [
+                    utility_s[:, t].expand(bu, sj).unsqueeze(-1),
+                    H_A.expand(bu, sj, -1),
+                    self.outcome_T.expand(bu, -1, -1),
+                ],
+                -1,
+            )
+            for t in range(self.num_C_steps)
+        ]
+        self.values = self.values_t[0]
         # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
         self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
         self._fuse(fused_limit)
@@ -356,6 +367,7 @@ class PreparedModel:
         memory) it pays only when K ≤ SJ, or when everything is tiny (per-call overhead).
         """
         self.fwd_joint: Tensor | None = None
+        self.fwd_values_t: list[Tensor] | None = None
         self.fwd_values: Tensor | None = None
         sj, k = self.sj, self.values.shape[-1]
         uj = math.prod(self.num_controls)
@@ -372,8 +384,15 @@ class PreparedModel:
             joint = torch.einsum("zaub,zcvd->zacuvbd", joint, g).reshape(bm, a * s, ua * u, a * s)
         joint = joint.reshape(bm, sj, uj, sj)
         self.fwd_joint = joint.reshape(bm, sj, uj * sj)
-        vals = joint.reshape(bm, sj * uj, sj) @ self.values.expand(bm, -1, -1)
-        self.fwd_values = vals.reshape(bm, sj, uj * k)
+        self.fwd_values_t = [
+            (joint.reshape(bm, sj * uj, sj) @ v.expand(bm, -1, -1)).reshape(bm, sj, uj * k)
+            for v in self.values_t
+        ]
+        self.fwd_values = self.fwd_values_t[0]
+
+    def step(self, t: int) -> int:
+        """Index of planning step t (0 = the next) in the time-indexed quantities."""
+        return t if self.num_C_steps > 1 else 0
 
 
 def _children(q: Tensor, op: Tensor, idx: Tensor | None, nu: int) -> Tensor:
@@ -392,6 +411,7 @@ def state_efe_terms(
     model: PreparedModel,
     use_utility: bool = True,
     use_states_info_gain: bool = True,
+    t: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Utility and state information gain of predicted joint states.
 
@@ -401,12 +421,14 @@ def state_efe_terms(
 
     Args:
         joint: ``[b, N, SJ]`` predicted joint-state distributions (N policies or nodes).
+        t: the planning step (0 = the next), for a time-indexed C.
     Returns:
         (utility ``[b, N]``, info gain ``[b, N]``, predicted outcomes ``[b, N, K_o]``: the
         joint outcome (K_o = OJ) or the modalities side by side (K_o = Σ_m O_m)).
     """
     # one product gives every per-state expectation: utility, ambiguities, q(o)
-    return terms_from_values(_matmul(joint, model.values), model, use_utility, use_states_info_gain)
+    vals = _matmul(joint, model.values_t[model.step(t)])
+    return terms_from_values(vals, model, use_utility, use_states_info_gain)
 
 
 def terms_from_values(
@@ -458,7 +480,7 @@ def evaluate_policies(
         child_q = [_children(pq, model.fwd[f], edges[f], nus[f]) for f, pq in enumerate(parent_q)]
         joint = joint_from_marginals(child_q)  # [b, N, SJ]
         nodes = tree.policy_nodes(t)
-        u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain)
+        u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain, t)
         if use_utility:
             util = util + (u_node if nodes is None else u_node[:, nodes])
         if use_states_info_gain:
@@ -494,7 +516,7 @@ def _evaluate_fused(
     come from its parents' joint states in one product, and joint states are propagated
     only to the levels that have children (the same mean-field predictions, since
     ⊗_f B_f q_f = (⊗_f B_f)(⊗_f q_f))."""
-    assert model.fwd_values is not None and model.fwd_joint is not None
+    assert model.fwd_values_t is not None and model.fwd_joint is not None
     nus = model.num_controls
     uj = math.prod(nus)
     parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
@@ -502,7 +524,8 @@ def _evaluate_fused(
     vals = []
     for t in range(levels):
         edges = tree.joint_edge_index(t, nus)
-        vals.append(_children(parent, model.fwd_values, edges, uj))  # [b, N_t, 1 + K + K_o]
+        op = model.fwd_values_t[model.step(t)]
+        vals.append(_children(parent, op, edges, uj))  # [b, N_t, 1 + K + K_o]
         if t + 1 < levels:
             parent = _children(parent, model.fwd_joint, edges, uj)
     # the terms of all nodes at once, then each policy's sum over its path in one product

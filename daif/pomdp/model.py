@@ -8,7 +8,8 @@ Conventions follow pymdp / SPM:
   factors here so the rest of the package sees one layout.
 * ``B[f]``: ``[S_f, S_f, U_f]`` transition p(s'_f | s_f, u_f) (next state first); a
   2-D ``B[f]`` is an uncontrollable factor with one action.
-* ``C[m]``: ``[O_m]`` relative log-preferences (softmaxed into ln P̃(o) when used).
+* ``C[m]``: ``[O_m]`` relative log-preferences (softmaxed into ln P̃(o) when used), or
+  ``[T, O_m]``: the preferences of each planning step (row t for the t-th step ahead).
 * ``D[f]``: ``[S_f]`` prior over initial states.
 * ``E``: ``[P]`` prior over policies (checked against the policies by the agent).
 * ``pA``, ``pB``, ``pD``: Dirichlet counts with the shapes of A, B, D.
@@ -222,9 +223,10 @@ class GenerativeModel:
             if len(self.C) != self.num_modalities:
                 raise ValueError(f"C has {len(self.C)} modalities, A has {self.num_modalities}")
             for m, c in enumerate(self.C):
-                if tuple(c.shape) != (self.num_obs[m],):
+                if c.ndim not in (1, 2) or c.shape[-1] != self.num_obs[m] or c.shape[0] == 0:
                     raise ValueError(
-                        f"C[{m}] has shape {tuple(c.shape)}, expected ({self.num_obs[m]},)"
+                        f"C[{m}] has shape {tuple(c.shape)}, expected ({self.num_obs[m]},) or "
+                        f"(T, {self.num_obs[m]}) for preferences per planning step"
                     )
 
         # ---- D

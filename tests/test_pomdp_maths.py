@@ -461,3 +461,54 @@ def test_time_indexed_preferences_are_checked():
         Agent(np.eye(2), B, C=np.zeros((2, 3)))
     with pytest.raises(ValueError, match="needs planning='enumerate'"):
         Agent(np.eye(2), B, C=np.zeros((2, 2)), policy_len=2, inference_algo="mmp")
+
+
+def test_transition_depending_on_a_second_factor_by_hand():
+    # factor 0: a switch (2 states, uncontrolled, stays); factor 1: a light (2 states)
+    # whose action 1 toggles it only when the switch is on: B1[s1', s0, s1, u]
+    B0 = np.eye(2)[:, :, None]
+    B1 = np.zeros((2, 2, 2, 2))
+    for s0 in range(2):
+        for s1 in range(2):
+            B1[s1, s0, s1, 0] = 1.0  # wait
+            B1[1 - s1 if s0 == 1 else s1, s0, s1, 1] = 1.0  # toggle (if the switch is on)
+    C = [np.array([0.0, math.log(3.0)])]  # prefer seeing the light on: ln σ(C) = ln [.25, .75]
+    agent = Agent(
+        [np.eye(2)],
+        [B0, B1],
+        C=C,
+        A_factor_list=[[1]],
+        B_dependencies=[[0], [0, 1]],
+        dtype=F64,
+    )
+    agent.qs = [torch.tensor([[0.3, 0.7]], dtype=F64), torch.tensor([[1.0, 0.0]], dtype=F64)]
+    agent.infer_policies()
+    util = agent.efe_terms["utility"][0]
+    # toggle: q(light') = 0.3·[1, 0] + 0.7·[0, 1] = [0.3, 0.7]; wait: [1, 0]
+    lo, hi = math.log(0.25), math.log(0.75)
+    assert float(util[0]) == pytest.approx(lo, abs=1e-12)
+    assert float(util[1]) == pytest.approx(0.3 * lo + 0.7 * hi, abs=1e-12)
+    action = agent.sample_action()
+    assert action[0].tolist() == [0, 1]
+    prior = agent.empirical_prior()
+    np.testing.assert_allclose(prior[0][0].numpy(), [0.3, 0.7], atol=1e-12)
+    np.testing.assert_allclose(prior[1][0].numpy(), [0.3, 0.7], atol=1e-12)
+
+
+def test_b_dependencies_are_checked():
+    A = np.full((2, 2, 3), 0.5)
+    B0 = np.eye(2)[:, :, None]
+    B1 = np.eye(3)[:, :, None]
+    with pytest.raises(ValueError, match=r"B\[1\] must have shape \[S, \*\[2, 3\], U\]"):
+        Agent(A, [B0, B1], B_dependencies=[[0], [0, 1]])
+    with pytest.raises(ValueError, match=r"B_dependencies\[1\] names factor 5"):
+        Agent(A, [B0, B1], B_dependencies=[[0], [5]])
+    B1_deps = np.full((3, 2, 3, 2), 1 / 3)
+    with pytest.raises(ValueError, match="needs planning='enumerate' and inference_algo='fpi'"):
+        Agent(A, [B0, B1_deps], B_dependencies=[[0], [0, 1]], inference_algo="mmp")
+    agent = Agent(A, [B0, B1_deps], pB=[B0, B1_deps], B_dependencies=[[0], [0, 1]])
+    agent.infer_states((0,))
+    agent.infer_policies()
+    agent.sample_action()
+    with pytest.raises(ValueError, match="update_B does not support B_dependencies"):
+        agent.update_B(agent.qs)

@@ -5,8 +5,9 @@ pymdp 1.0's definitions are daif's ``info_gain="per_modality"`` and
 ln σ(C) (daif's ln P̃) and both score the same utility. Compared: the posterior over states
 (fixed-point iteration with a fixed number of sweeps), every expected free energy term of
 every policy, q(π), the action marginals, the action, the empirical prior and the Dirichlet
-updates of pA and pB, with modalities depending on subsets of factors, policy_len 1–3 and
-time-indexed preferences C ``[T, O]``.
+updates of pA and pB, with modalities depending on subsets of factors, policy_len 1–3,
+time-indexed preferences C ``[T, O]`` and a transition depending on two factors
+(``B_dependencies``).
 
 SPM's definitions (``"joint"``, ``"approx"``) are checked against hand-computed cases in
 ``test_pomdp_maths.py``; pymdp 1.0's ``pymdp.legacy`` is not pymdp 0.0.7.1 (it sums the
@@ -42,17 +43,18 @@ def log_softmax(c: np.ndarray) -> np.ndarray:
     return c - np.log(np.exp(c).sum(-1, keepdims=True))
 
 
-def random_model(rng, num_obs, num_states, num_controls, a_deps, c_steps=None):
-    """A with dependencies, B, C (per planning step if ``c_steps``), D, and Dirichlet
-    counts pA, pB around them."""
+def random_model(rng, num_obs, num_states, num_controls, a_deps, c_steps=None, b_deps=None):
+    """A and B with dependencies (B's default: each factor on itself), C (per planning
+    step if ``c_steps``), D, and Dirichlet counts pA, pB around them."""
     A = []
     for o, deps in zip(num_obs, a_deps, strict=True):
         shape = tuple(num_states[f] for f in deps)
         A.append(rng.dirichlet(np.ones(o), size=shape).transpose(len(deps), *range(len(deps))))
-    B = [
-        rng.dirichlet(np.ones(s), size=(s, u)).transpose(2, 0, 1)
-        for s, u in zip(num_states, num_controls, strict=True)
-    ]
+    b_deps = b_deps or [[f] for f in range(len(num_states))]
+    B = []
+    for s, u, deps in zip(num_states, num_controls, b_deps, strict=True):
+        shape = (*(num_states[d] for d in deps), u)
+        B.append(np.moveaxis(rng.dirichlet(np.ones(s), size=shape), -1, 0))
     C = [rng.normal(size=o if c_steps is None else (c_steps, o)) for o in num_obs]
     D = [rng.dirichlet(np.ones(s)) for s in num_states]
     pA = [a * rng.uniform(0.5, 3.0, size=a.shape) for a in A]
@@ -91,19 +93,20 @@ _infer_policies = filter_jit(lambda ag, qs: ag.infer_policies(qs))
 
 
 CASES = [
-    # num_obs, num_states, num_controls, A dependencies, policy_len, C steps (time-indexed)
-    ([3, 4], [3, 2, 2], [3, 2, 1], [[0, 1], [1, 2]], 1, None),
-    ([3, 2], [3, 2], [2, 2], [[0], [0, 1]], 2, None),
-    ([2, 3, 2], [2, 3], [2, 2], [[0, 1], [1], [0]], 3, None),
-    ([3, 2], [3, 2], [2, 2], [[0, 1], [1]], 2, 2),
+    # num_obs, num_states, num_controls, A deps, policy_len, C steps (time-indexed), B deps
+    ([3, 4], [3, 2, 2], [3, 2, 1], [[0, 1], [1, 2]], 1, None, None),
+    ([3, 2], [3, 2], [2, 2], [[0], [0, 1]], 2, None, None),
+    ([2, 3, 2], [2, 3], [2, 2], [[0, 1], [1], [0]], 3, None, None),
+    ([3, 2], [3, 2], [2, 2], [[0, 1], [1]], 2, 2, None),
+    ([3, 2], [2, 3], [2, 2], [[0, 1], [1]], 2, None, [[0], [0, 1]]),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_agent_step_matches_pymdp_1(case):
-    num_obs, num_states, num_controls, deps, policy_len, c_steps = CASES[case]
+    num_obs, num_states, num_controls, deps, policy_len, c_steps, b_deps = CASES[case]
     rng = np.random.default_rng(case)
-    A, B, C, D, pA, pB = random_model(rng, num_obs, num_states, num_controls, deps, c_steps)
+    A, B, C, D, pA, pB = random_model(rng, num_obs, num_states, num_controls, deps, c_steps, b_deps)
     lnC = [log_softmax(c) for c in C]
     ref = PAgent(
         jx(A),
@@ -113,6 +116,7 @@ def test_agent_step_matches_pymdp_1(case):
         pA=jx(pA),
         pB=jx(pB),
         A_dependencies=deps,
+        B_dependencies=b_deps,
         policy_len=policy_len,
         gamma=16.0,
         sampling_mode="marginal",
@@ -127,6 +131,7 @@ def test_agent_step_matches_pymdp_1(case):
         pA=pA,
         pB=pB,
         A_factor_list=deps,
+        B_dependencies=b_deps,
         policy_len=policy_len,
         gamma=16.0,
         use_param_info_gain=True,

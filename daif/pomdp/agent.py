@@ -47,6 +47,9 @@ class Agent:
         A, B, C, D, E, pA, pB, pD: the generative model in pymdp's layout (see
             :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``.
         A_factor_list: factors each modality's A depends on.
+        B_dependencies: factors each factor's next state depends on (default itself);
+            ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``. Needs
+            fixed-point inference, enumerated policies and no B learning.
         policy_len: planning horizon T.
         inference_horizon: MMP window of past observations.
         control_fac_idx: controllable factors (default: factors with > 1 action).
@@ -85,6 +88,7 @@ class Agent:
         *,
         model: GenerativeModel | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
+        B_dependencies: Sequence[Sequence[int]] | None = None,
         policy_len: int = 1,
         inference_horizon: int = 1,
         control_fac_idx: list[int] | None = None,
@@ -118,7 +122,18 @@ class Agent:
         seed: int | None = None,
     ) -> None:
         if model is None:
-            model = GenerativeModel(A, B, C, D, E, pA, pB, pD, A_factor_list=A_factor_list)
+            model = GenerativeModel(
+                A,
+                B,
+                C,
+                D,
+                E,
+                pA,
+                pB,
+                pD,
+                A_factor_list=A_factor_list,
+                B_dependencies=B_dependencies,
+            )
         algo = _ALGOS.get(str(inference_algo).lower())
         if algo is None:
             raise ValueError(
@@ -220,6 +235,14 @@ class Agent:
                 return None
             return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
 
+        self.B_dependencies = model.B_dependencies
+        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and (
+            planning != "enumerate" or algo != "fpi"
+        ):
+            raise ValueError(
+                f"B_dependencies {self.B_dependencies} (a factor's transition depending on "
+                "other factors) needs planning='enumerate' and inference_algo='fpi'"
+            )
         steps = [int(c.shape[0]) for c in model.C if c.ndim == 2]
         if steps and (planning != "enumerate" or algo != "fpi"):
             raise ValueError(
@@ -298,6 +321,7 @@ class Agent:
             self.pB if self.use_param_info_gain else None,
             info_gain=self.info_gain,
             param_info_gain=self.param_info_gain,
+            B_dependencies=self.B_dependencies,
         )
         if self.planning == "sophisticated" and self.prep.L is None:
             raise ValueError(
@@ -413,14 +437,15 @@ class Agent:
 
     @torch.inference_mode()
     def empirical_prior(self) -> list[Tensor]:
-        """Prior over the next state: B[u] q(s) where an action was taken, else D."""
+        """Prior over the next state: B[u] q(s) where an action was taken, else D (with
+        ``B_dependencies``, B_f[u] applied to the mean-field joint of its factors)."""
         d = self._D_batch()
         if self.action is None:
             return [x.clone() for x in d]
         out = []
-        for f in range(self.num_factors):
+        for f, deps in enumerate(self.B_dependencies):
             pred = inference._apply(
-                self.qs[f].unsqueeze(1),
+                control.dependency_joint(self.qs, deps).unsqueeze(1),
                 self.prep.fwd[f],
                 self.action[:, f : f + 1],
                 self.num_controls[f],
@@ -594,6 +619,8 @@ class Agent:
             raise ValueError("update_B needs Dirichlet counts pB")
         if self.action is None:
             raise ValueError("update_B needs an action: call sample_action first")
+        if not self.prep.factorised:
+            raise ValueError(f"update_B does not support B_dependencies {self.B_dependencies}")
         self._expand_model()
         self.pB = learning.update_state_likelihood_dirichlet(
             self.pB,

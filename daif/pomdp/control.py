@@ -225,6 +225,8 @@ class PreparedModel:
             many entries (O_joint × S_joint) when the joint info gain needs it.
         fused_limit: build the joint-action operators (see ``fwd_values``) only up to
             this many entries.
+        B_dependencies: per factor, the factors its next state depends on (default
+            ``[f]``); then ``B[f]`` is ``[bm, S_f, *S_deps, U_f]``.
 
     Attributes:
         lnA, obs_offsets: ``[bm, Σ_m O_m, SJ]`` ln A of all modalities stacked, and each
@@ -250,6 +252,7 @@ class PreparedModel:
         param_info_gain: str = "approx",
         joint_outcome_limit: int = 2**26,
         fused_limit: int = 2**22,
+        B_dependencies: list[list[int]] | None = None,
     ) -> None:
         if info_gain not in INFO_GAINS:
             raise ValueError(f"info_gain must be one of {INFO_GAINS}; got {info_gain!r}")
@@ -260,6 +263,8 @@ class PreparedModel:
         self.info_gain = info_gain
         self.num_states = [int(b.shape[1]) for b in B]
         self.num_controls = [int(b.shape[-1]) for b in B]
+        self.B_dependencies = B_dependencies or [[f] for f in range(len(B))]
+        self.factorised = all(d == [f] for f, d in enumerate(self.B_dependencies))
         self.num_obs = [int(a.shape[1]) for a in A]
         sj = 1
         for s in self.num_states:
@@ -340,8 +345,9 @@ class PreparedModel:
             for t in range(self.num_C_steps)
         ]
         self.values = self.values_t[0]
-        # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
-        self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
+        # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j, with j over the joint
+        # state of the factor's dependencies ([bm, S_deps, U·S_f])
+        self.fwd = [_forward_operator(b) for b in B]
         self._fuse(fused_limit)
         self.AT = [a.transpose(1, 2).contiguous() for a in self.A_flat]  # [bm, SJ, O]
         w = wnorm if param_info_gain == "approx" else wnorm_exact
@@ -354,10 +360,7 @@ class PreparedModel:
             ]
         self.wB = None
         if pB is not None:
-            self.wB = [
-                (w(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
-                for p in pB
-            ]
+            self.wB = [_forward_operator(w(p, dim=1) * (p > 0)) for p in pB]
 
     def _fuse(self, limit: int) -> None:
         """Joint-action transition and value operators, where they are small and pay off.
@@ -371,7 +374,14 @@ class PreparedModel:
         self.fwd_values: Tensor | None = None
         sj, k = self.sj, self.values.shape[-1]
         uj = math.prod(self.num_controls)
-        if sj * sj * uj > limit or sj * uj * k > limit or (k > sj and sj * uj * k > 2**16):
+        # with dependencies between factors the mean-field prediction is not linear in
+        # the joint state, so there is no joint-action operator
+        if (
+            not self.factorised
+            or sj * sj * uj > limit
+            or sj * uj * k > limit
+            or (k > sj and sj * uj * k > 2**16)
+        ):
             return
         bm = max(max(f.shape[0] for f in self.fwd), self.values.shape[0])
         # ⊗_f B_f: [bm, S_prev, U, S_next] with factor 0 slowest in states and actions
@@ -393,6 +403,21 @@ class PreparedModel:
     def step(self, t: int) -> int:
         """Index of planning step t (0 = the next) in the time-indexed quantities."""
         return t if self.num_C_steps > 1 else 0
+
+
+def _forward_operator(b: Tensor) -> Tensor:
+    """``B [bm, S', *S_deps, U]`` → ``op [bm, S_deps, U·S']``.
+
+    (q @ op)[u, i] = Σ_j B[i, j, u] q_j, j over the joint state of the dependencies.
+    """
+    bm, s_next, u = b.shape[0], b.shape[1], b.shape[-1]
+    return b.reshape(bm, s_next, -1, u).permute(0, 2, 3, 1).reshape(bm, -1, u * s_next)
+
+
+def dependency_joint(qs: list[Tensor], deps: list[int]) -> Tensor:
+    """The mean-field joint of the factors in ``deps`` (``[..., Π S_d]``, the first slowest),
+    the input of a transition that depends on them."""
+    return qs[deps[0]] if len(deps) == 1 else joint_from_marginals([qs[d] for d in deps])
 
 
 def _children(q: Tensor, op: Tensor, idx: Tensor | None, nu: int) -> Tensor:
@@ -477,7 +502,8 @@ def evaluate_policies(
     for t in range(len(tree.parents)):
         nus = model.num_controls
         edges = [tree.edge_index(t, f, nus[f]) for f in range(len(parent_q))]
-        child_q = [_children(pq, model.fwd[f], edges[f], nus[f]) for f, pq in enumerate(parent_q)]
+        inputs = [dependency_joint(parent_q, deps) for deps in model.B_dependencies]
+        child_q = [_children(x, model.fwd[f], edges[f], nus[f]) for f, x in enumerate(inputs)]
         joint = joint_from_marginals(child_q)  # [b, N, SJ]
         nodes = tree.policy_nodes(t)
         u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain, t)
@@ -493,7 +519,7 @@ def evaluate_policies(
                     g = g - (qo_m * _matmul(joint, w)).sum(-1)
             if model.wB is not None:
                 for f, w in enumerate(model.wB):
-                    wq = _children(parent_q[f], w, edges[f], nus[f])
+                    wq = _children(inputs[f], w, edges[f], nus[f])
                     g = g - (child_q[f] * wq).sum(-1)
             pig = pig + (g if nodes is None else g[:, nodes])
         parent_q = child_q

@@ -53,6 +53,8 @@ class POMDPAgent:
         action_selection: how training actions are chosen ("stochastic" samples
             σ(α ln q(u)); evaluation always takes the argmax).
         use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
+        info_gain, param_info_gain: "joint" / "approx" (SPM, pymdp 0.0.7.1) or
+            "per_modality" / "exact" (pymdp 1.0); see :mod:`daif.pomdp.control`.
         learn_B: learn transitions with Dirichlet counts, starting from uniform B.
         pB_scale: prior count per entry when ``learn_B``.
         lr_pB, fr_pB: learning rate and forgetting factor of pB.
@@ -81,6 +83,8 @@ class POMDPAgent:
         use_utility: bool = True,
         use_states_info_gain: bool = True,
         use_param_info_gain: bool = False,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         learn_B: bool = False,
         pB_scale: float = 1.0,
         lr_pB: float = 1.0,
@@ -146,6 +150,8 @@ class POMDPAgent:
                 use_utility=use_utility,
                 use_states_info_gain=use_states_info_gain,
                 use_param_info_gain=use_param_info_gain,
+                info_gain=info_gain,
+                param_info_gain=param_info_gain,
                 lr_pB=lr_pB,
                 fr_pB=fr_pB,
                 inference_algo="mmp" if algo == "mmp" else "fpi",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from daif.pomdp import Agent, control, inference, learning
+from daif.pomdp import Agent, GenerativeModel, control, inference, learning
 from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 F64 = torch.float64
@@ -512,3 +512,52 @@ def test_b_dependencies_are_checked():
     agent.sample_action()
     with pytest.raises(ValueError, match="update_B does not support B_dependencies"):
         agent.update_B(agent.qs)
+
+
+def _random_model(seed: int) -> GenerativeModel:
+    rng = np.random.default_rng(seed)
+    return GenerativeModel(
+        [rng.dirichlet(np.ones(3), size=(3, 2)).transpose(2, 0, 1)],
+        [
+            rng.dirichlet(np.ones(3), size=(3, 2)).transpose(2, 0, 1),
+            rng.dirichlet(np.ones(2), size=(2, 2)).transpose(2, 0, 1),
+        ],
+        C=[rng.normal(size=3)],
+        D=[rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(2))],
+        E=rng.dirichlet(np.ones(16)),
+    )
+
+
+def test_a_batch_of_different_models_acts_like_each_model_alone():
+    models = [_random_model(s) for s in (11, 12, 13)]
+    kw = dict(policy_len=2, dtype=F64, gamma=[4.0, 8.0, 16.0])
+    batch = Agent(model=models, batch_size=3, **kw)
+    singles = [
+        Agent(model=m, dtype=F64, policy_len=2, gamma=g)
+        for m, g in zip(models, kw["gamma"], strict=True)
+    ]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs = rng.integers(3, size=(3, 1))
+        qs = batch.infer_states(torch.as_tensor(obs))
+        q_pi, _ = batch.infer_policies()
+        action = batch.sample_action()
+        for i, single in enumerate(singles):
+            qs_i = single.infer_states(int(obs[i, 0]))
+            q_i, _ = single.infer_policies()
+            a_i = single.sample_action()
+            for f in range(2):
+                torch.testing.assert_close(qs[f][i], qs_i[f][0], rtol=0, atol=1e-12)
+            torch.testing.assert_close(q_pi[i], q_i[0], rtol=0, atol=1e-12)
+            assert action[i].tolist() == a_i[0].tolist()
+
+
+def test_a_batch_of_models_must_share_sizes():
+    other = GenerativeModel(np.eye(3), np.eye(3)[:, :, None])
+    with pytest.raises(
+        ValueError,
+        match=r"model\[1\] num_states is \[3\] but model\[0\]'s is \[3, 2\]",
+    ):
+        Agent(model=[_random_model(1), other], batch_size=2)
+    with pytest.raises(ValueError, match="model has 1 entries; batch_size is 2"):
+        Agent(model=[_random_model(1)], batch_size=2)

@@ -45,7 +45,8 @@ class Agent:
 
     Args:
         A, B, C, D, E, pA, pB, pD: the generative model in pymdp's layout (see
-            :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``.
+            :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``: one
+            ``GenerativeModel`` shared by the batch, or one per agent (same sizes).
         A_factor_list: factors each modality's A depends on.
         B_dependencies: factors each factor's next state depends on (default itself);
             ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``. Needs
@@ -86,7 +87,7 @@ class Agent:
         pB: Any = None,
         pD: Any = None,
         *,
-        model: GenerativeModel | None = None,
+        model: GenerativeModel | Sequence[GenerativeModel] | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
         B_dependencies: Sequence[Sequence[int]] | None = None,
         policy_len: int = 1,
@@ -121,6 +122,9 @@ class Agent:
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
     ) -> None:
+        models = _check_models(model, batch_size) if isinstance(model, (list, tuple)) else None
+        if models is not None:
+            model = models[0]
         if model is None:
             model = GenerativeModel(
                 A,
@@ -230,10 +234,18 @@ class Agent:
             )
         self.inference_params = {**defaults, **(inference_params or {})}
 
-        def put(lst: list[Tensor] | None) -> list[Tensor] | None:
+        def put(key: str) -> Any:
+            """The model's tensors with a leading model-batch dim: 1 (shared) or one per
+            agent when given a batch of models."""
+            lst = getattr(model, key)
             if lst is None:
                 return None
-            return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
+            if models is None:
+                return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
+            return [
+                torch.stack([getattr(m, key)[i] for m in models]).to(self.device, self.dtype)
+                for i in range(len(lst))
+            ]
 
         self.B_dependencies = model.B_dependencies
         if any(d != [f] for f, d in enumerate(self.B_dependencies)) and (
@@ -249,13 +261,13 @@ class Agent:
                 "time-indexed C (a [T, O] preference per modality) needs planning='enumerate' "
                 "and inference_algo='fpi'"
             )
-        self.A: list[Tensor] = put(model.A)  # type: ignore[assignment]
-        self.B: list[Tensor] = put(model.B)  # type: ignore[assignment]
-        self.C: list[Tensor] = put(model.C)  # type: ignore[assignment]
-        self.D: list[Tensor] = put(model.D)  # type: ignore[assignment]
-        self.pA = put(model.pA)
-        self.pB = put(model.pB)
-        self.pD = put(model.pD)
+        self.A: list[Tensor] = put("A")
+        self.B: list[Tensor] = put("B")
+        self.C: list[Tensor] = put("C")
+        self.D: list[Tensor] = put("D")
+        self.pA: list[Tensor] | None = put("pA")
+        self.pB: list[Tensor] | None = put("pB")
+        self.pD: list[Tensor] | None = put("pD")
 
         # ---- policies
         nf = self.num_factors
@@ -290,11 +302,15 @@ class Agent:
                     f"{self.policy_len}"
                 )
         self.tree = control.PolicyTree.from_policies(pols).to(self.device)
-        if model.E is not None and model.E.shape[0] != self.num_policies:
+        if model.E is not None and model.E.shape[-1] != self.num_policies:
             raise ValueError(
-                f"E has {model.E.shape[0]} entries but there are {self.num_policies} policies"
+                f"E has {model.E.shape[-1]} entries but there are {self.num_policies} policies"
             )
-        self.E = model.E.to(self.device, self.dtype) if model.E is not None else None
+        # [P] shared, or [b, P] for a batch of models
+        self.E = None
+        if model.E is not None:
+            E = model.E if models is None else torch.stack([m.E for m in models])  # type: ignore[misc]
+            self.E = E.to(self.device, self.dtype)
 
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -675,6 +691,34 @@ class Agent:
         if "generator" in state and self.generator is not None:
             self.generator.set_state(state["generator"])
         self._refresh()
+
+
+def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[GenerativeModel]:
+    """A batch of models, one per agent: same sizes and structure, or an error naming both."""
+    models = list(models)
+    if len(models) != batch_size:
+        raise ValueError(f"model has {len(models)} entries; batch_size is {batch_size}")
+    first = models[0]
+
+    def layout(m: GenerativeModel) -> dict[str, Any]:
+        return {
+            "num_obs": m.num_obs,
+            "num_states": m.num_states,
+            "num_controls": m.num_controls,
+            "B_dependencies": m.B_dependencies,
+            "C shapes": [tuple(c.shape) for c in m.C],
+            **{f"{k} given": getattr(m, k) is not None for k in ("pA", "pB", "pD", "E")},
+        }
+
+    ref = layout(first)
+    for i, m in enumerate(models[1:], 1):
+        for key, val in layout(m).items():
+            if val != ref[key]:
+                raise ValueError(
+                    f"model[{i}] {key} is {val} but model[0]'s is {ref[key]}: "
+                    "a batch of models must share sizes and structure"
+                )
+    return models
 
 
 def check_obs(obs: Tensor, num_obs: list[int], num_obs_t: Tensor | None = None) -> None:

@@ -252,7 +252,15 @@ class GenerativeModel:
                         f"(T, {self.num_obs[m]}) for preferences per planning step"
                     )
 
-        # ---- D
+        # ---- D (pD checked first: without D it defines D)
+        if self.pD is not None:
+            if len(self.pD) != self.num_factors:
+                raise ValueError(f"pD has {len(self.pD)} factors, B has {self.num_factors}")
+            for f, p in enumerate(self.pD):
+                if tuple(p.shape) != (self.num_states[f],):
+                    raise ValueError(
+                        f"pD[{f}] has shape {tuple(p.shape)}, expected ({self.num_states[f]},)"
+                    )
         if D is None:
             if self.pD is not None:
                 self.D = [norm_dist(p) for p in self.pD]
@@ -268,14 +276,6 @@ class GenerativeModel:
                     f"D[{f}] has shape {tuple(d.shape)}, expected ({self.num_states[f]},)"
                 )
             _check_vector(d, f"D[{f}]", atol)
-        if self.pD is not None:
-            if len(self.pD) != self.num_factors:
-                raise ValueError(f"pD has {len(self.pD)} factors, B has {self.num_factors}")
-            for f, p in enumerate(self.pD):
-                if tuple(p.shape) != (self.num_states[f],):
-                    raise ValueError(
-                        f"pD[{f}] has shape {tuple(p.shape)}, D[{f}] ({self.num_states[f]},)"
-                    )
 
         # ---- E
         self.E: Tensor | None = None

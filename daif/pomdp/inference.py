@@ -168,13 +168,16 @@ def fpi(
 
     def vfe(with_accuracy: bool) -> Tensor:
         # F of variational_free_energy, with ln q known exactly (from the log-softmax)
-        out = sum((q * (lq - lp)).sum(-1) for q, lq, lp in zip(qs, log_qs, log_prior, strict=True))
+        terms = [(q * (lq - lp)).sum(-1) for q, lq, lp in zip(qs, log_qs, log_prior, strict=True)]
+        out = terms[0]
+        for t in terms[1:]:
+            out = out + t
         if with_accuracy:
             out = out - (log_lik * joint_from_marginals(qs)).sum(-1)
-        return out  # type: ignore[return-value]
+        return out
 
-    prev_vfe = vfe(with_accuracy=False)
-    if b == 1:  # one row: plain Python control flow, no masks
+    if b == 1:  # one row: plain Python control flow and numbers, no masks
+        prev = float(vfe(with_accuracy=False))
         running = dF >= dF_tol
         for _ in range(num_iter):
             if not running:
@@ -182,10 +185,11 @@ def fpi(
             ell = expected_log_likelihood(log_lik, qs, num_states)
             log_qs = [torch.log_softmax(e + lp, -1) for e, lp in zip(ell, log_prior, strict=True)]
             qs = [lq.exp() for lq in log_qs]
-            new_vfe = vfe(with_accuracy=True)
-            running = bool((prev_vfe - new_vfe).abs() >= dF_tol)
-            prev_vfe = new_vfe
+            new = float(vfe(with_accuracy=True))
+            running = abs(prev - new) >= dF_tol
+            prev = new
         return qs
+    prev_vfe = vfe(with_accuracy=False)
     active = torch.full((b,), dF >= dF_tol, dtype=torch.bool, device=dev)
     for _ in range(num_iter):
         if not bool(active.any()):

@@ -10,12 +10,17 @@ The public methods run under ``torch.inference_mode()`` (about a fifth less per-
 overhead on small models): beliefs and learned counts are inference tensors, for reading
 and for further agent calls, not for autograd.
 
-Differences from pymdp 0.0.7.1, on purpose:
-* ``infer_states`` takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
+Differences from pymdp, on purpose:
+* the agent keeps its beliefs (pymdp 1.0 passes them in and out) and ``infer_states``
+  takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
 * ``reset`` also forgets the last action, so the next prior is D, and can reset chosen
   batch rows only (fixed-point inference);
+* fixed-point inference stops once the free energy settles (``dF_tol``; pymdp 1.0 always
+  runs ``num_iter`` sweeps);
+* the information gains default to SPM's definitions (``info_gain="joint"``,
+  ``param_info_gain="approx"``, as pymdp 0.0.7.1); pymdp 1.0's are named options;
 * with ``inference_algo="mmp"`` the window's past actions are always the last
-  ``T_past − 1`` ones (pymdp reuses the whole action history when
+  ``T_past − 1`` ones (pymdp 0.0.7.1 reuses the whole action history when
   ``inference_horizon == 1``);
 * ``planning="sophisticated"`` scores one-step actions by recursive tree search to depth
   ``policy_len`` instead of enumerating open-loop policies.

@@ -25,8 +25,8 @@ intra_op_parallelism_threads=1`` (set before JAX loads). Cases:
     (d) 64 states, 100 observations, 1000 one-step policies.
 
 Rates use process CPU time per step (the box may be shared; with one thread CPU time is the
-cost of the call), summed over the replayed steps after one warm-up pass. Results go to
-``benchmarks/results/pomdp_speed.md``.
+cost of the call): after one warm-up pass, the median of five rounds, each library in its
+own block. Results go to ``benchmarks/results/pomdp_speed.md``.
 
 Usage: ``python benchmarks/pomdp_speed.py [--quick] [--no-pymdp]``
 """
@@ -94,19 +94,30 @@ def generative_process(
     return out
 
 
+ROUNDS = 5
+
+
 def time_steps(step: Callable[[Any, bool], object], seq: list, min_time: float) -> float:
-    """Process-CPU seconds per ``step(obs, start)`` call over the sequence, repeated until
-    ``min_time`` of it has run, after one warm-up pass."""
+    """Process-CPU seconds per ``step(obs, start)`` call, cycling through the sequence
+    (which opens with an episode start) until ``min_time`` has been spent (≥ 3 calls)."""
+    spent, n = 0.0, 0
+    while spent < min_time or n < 3:
+        obs, start = seq[n % len(seq)]
+        t0 = time.process_time()
+        step(obs, start)
+        spent += time.process_time() - t0
+        n += 1
+    return spent / n
+
+
+def median_time(step: Callable[[Any, bool], object], seq: list, min_time: float) -> float:
+    """Median per-step time of ``ROUNDS`` rounds of ``min_time / ROUNDS`` each, after one
+    warm-up pass (the median is robust to load spikes on a shared machine). Each library
+    is timed in its own block: XLA's worker threads can stay busy for a moment after a
+    large jitted call, which would count against whatever process-CPU timing ran next."""
     for obs, start in seq:
         step(obs, start)
-    spent, n = 0.0, 0
-    while spent < min_time:
-        for obs, start in seq:
-            t0 = time.process_time()
-            step(obs, start)
-            spent += time.process_time() - t0
-            n += 1
-    return spent / n
+    return float(np.median([time_steps(step, seq, min_time / ROUNDS) for _ in range(ROUNDS)]))
 
 
 def random_model(seed: int, num_states: int, num_obs: int, num_actions: int) -> GenerativeModel:
@@ -206,11 +217,11 @@ def main() -> None:
                 agent.reset()
             agent.step(obs)
 
-        ours_ms = 1e3 * time_steps(ours, seq, min_time)
+        ours_ms = 1e3 * median_time(ours, seq, min_time)
         theirs_ms = float("nan")
         if use_pymdp:
             theirs, seq_jax = pymdp_stepper(model, policy_len, batch, seq)
-            theirs_ms = 1e3 * time_steps(theirs, seq_jax, min_time)
+            theirs_ms = 1e3 * median_time(theirs, seq_jax, min_time)
         rows.append((name, agent.num_policies, batch, ours_ms, theirs_ms))
         print(f"{name}: daif {ours_ms:.3f} ms, pymdp {theirs_ms:.3f} ms per step", flush=True)
 
@@ -242,8 +253,9 @@ def main() -> None:
         f"Versions: {versions}\n\n"
         "One step = state inference + policy inference + action (+ the next empirical prior) "
         "for the whole batch, after warm-up; pymdp 1.0 jitted with `equinox.filter_jit` "
-        "(compile time excluded). Process CPU time per step; same models, same expected free "
-        "energy (per-modality information gain), both single-threaded, same process.\n\n"
+        "(compile time excluded). Process CPU time per step, median of 5 rounds per library; "
+        "same models, same observations, same expected free energy (per-modality "
+        "information gain), both single-threaded, same process.\n\n"
         f"{table}\n"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

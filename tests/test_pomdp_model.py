@@ -53,6 +53,9 @@ def test_other_arrays_are_checked():
         Agent(A_OK, B_OK, E=np.ones(3) / 3)
     with pytest.raises(ValueError, match="pB has 2 factors"):
         GenerativeModel(A_OK, B_OK, pB=[B_OK, B_OK])
+    # counts that would define D are named themselves
+    with pytest.raises(ValueError, match=r"pD\[0\] has shape \(3,\), expected \(2,\)"):
+        GenerativeModel(A_OK, B_OK, pD=[np.ones(3)])
 
 
 def test_observation_out_of_range_is_named():

@@ -122,6 +122,8 @@ def test_bad_hyperparameters_name_the_agent_key():
         make_agent("daif/TMaze-v0", inference_algo="bp")
     with pytest.raises(ValueError, match=r"agent\.inference_algo='mmp' runs with"):
         make_agent("daif/TMaze-v0", inference_algo="mmp", planning="sophisticated")
+    with pytest.raises(ValueError, match=r"agent\.info_gain must be one of"):
+        make_agent("daif/TMaze-v0", info_gain="sum")
     with pytest.raises(ValueError, match=r"agent\.model_kwargs"):
         make_agent("daif/TMaze-v0", model_kwargs={"nonsense": 1})
     with pytest.raises(ValueError, match="no discrete generative model"):
@@ -167,3 +169,22 @@ def test_heatmap_colours_and_shape():
     assert img.shape == (3, 3, 6) and img.dtype == np.uint8
     assert img[:, 0, 0].tolist() == [20, 20, 90]  # zero is navy
     assert img[:, 0, 5].tolist() == [250, 230, 40]  # the maximum is yellow
+
+
+def test_pymdp_1_definitions_through_the_adapter():
+    from daif.pomdp import Agent
+    from daif.pomdp.tasks import build_model
+
+    kw = {"info_gain": "per_modality", "param_info_gain": "exact"}
+    agent, env = make_agent("daif/GridWorld-v0", **kw)
+    obs, _ = env.reset(seed=0)
+    obs2 = np.stack([obs, obs])
+    agent.act(obs2, None, np.array([True, True]))
+    core = Agent(model=build_model(env), batch_size=2, **kw)
+    core.infer_states(torch.as_tensor(obs2).reshape(2, -1))
+    _, G = core.infer_policies()
+    torch.testing.assert_close(agent._last_train["G"], G)
+    # (colour and scent both report the location: here the two definitions differ)
+    joint = Agent(model=build_model(env), batch_size=2)
+    joint.infer_states(torch.as_tensor(obs2).reshape(2, -1))
+    assert not torch.allclose(joint.infer_policies()[1], G)

@@ -6,12 +6,21 @@ policy_len, inference_algo, …) and methods (``infer_states``, ``infer_policies
 belief carries a leading batch dimension of ``batch_size`` independent agents that
 share (or, once they learn, each own) the generative model.
 
-Differences from pymdp 0.0.7.1, on purpose:
-* ``infer_states`` takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
+The public methods run under ``torch.inference_mode()`` (about a fifth less per-call
+overhead on small models): beliefs and learned counts are inference tensors, for reading
+and for further agent calls, not for autograd.
+
+Differences from pymdp, on purpose:
+* the agent keeps its beliefs (pymdp 1.0 passes them in and out) and ``infer_states``
+  takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
 * ``reset`` also forgets the last action, so the next prior is D, and can reset chosen
   batch rows only (fixed-point inference);
+* fixed-point inference stops once the free energy settles (``dF_tol``; pymdp 1.0 always
+  runs ``num_iter`` sweeps);
+* the information gains default to SPM's definitions (``info_gain="joint"``,
+  ``param_info_gain="approx"``, as pymdp 0.0.7.1); pymdp 1.0's are named options;
 * with ``inference_algo="mmp"`` the window's past actions are always the last
-  ``T_past − 1`` ones (pymdp reuses the whole action history when
+  ``T_past − 1`` ones (pymdp 0.0.7.1 reuses the whole action history when
   ``inference_horizon == 1``);
 * ``planning="sophisticated"`` scores one-step actions by recursive tree search to depth
   ``policy_len`` instead of enumerating open-loop policies.
@@ -26,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from daif.maths import log_stable
 from daif.pomdp import control, inference, learning
 from daif.pomdp.model import GenerativeModel
 
@@ -42,15 +50,24 @@ class Agent:
 
     Args:
         A, B, C, D, E, pA, pB, pD: the generative model in pymdp's layout (see
-            :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``.
+            :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``: one
+            ``GenerativeModel`` shared by the batch, or one per agent (same sizes).
         A_factor_list: factors each modality's A depends on.
+        B_dependencies: factors each factor's next state depends on (default itself);
+            ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``. Needs
+            fixed-point inference, enumerated policies and no B learning.
         policy_len: planning horizon T.
         inference_horizon: MMP window of past observations.
         control_fac_idx: controllable factors (default: factors with > 1 action).
         policies: ``[P, T, F]`` explicit policies (default: all sequences).
-        gamma: policy precision γ in q(π) = σ(ln E − γ G).
-        alpha: action precision α for stochastic selection.
+        gamma: policy precision γ in q(π) = σ(ln E − γ G): a number, or one per agent
+            (``[batch_size]``).
+        alpha: action precision α for stochastic selection (a number or one per agent).
         use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
+        info_gain: "joint" (SPM, pymdp 0.0.7.1: I(o; s) of the joint outcome) or
+            "per_modality" (pymdp 1.0: Σ_m I(o_m; s)).
+        param_info_gain: "approx" (SPM's ``spm_wnorm``, pymdp 0.0.7.1) or "exact"
+            (pymdp 1.0's default, the digamma form of the Dirichlet information gain).
         action_selection: "deterministic" (argmax) or "stochastic" (σ(α ln q(u))).
         sampling_mode: "marginal" (act from action marginals) or "full" (from q(π)).
         inference_algo: "fpi" (a.k.a. "VANILLA") or "mmp".
@@ -75,8 +92,9 @@ class Agent:
         pB: Any = None,
         pD: Any = None,
         *,
-        model: GenerativeModel | None = None,
+        model: GenerativeModel | Sequence[GenerativeModel] | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
+        B_dependencies: Sequence[Sequence[int]] | None = None,
         policy_len: int = 1,
         inference_horizon: int = 1,
         control_fac_idx: list[int] | None = None,
@@ -86,6 +104,8 @@ class Agent:
         use_utility: bool = True,
         use_states_info_gain: bool = True,
         use_param_info_gain: bool = False,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         action_selection: str = "deterministic",
         sampling_mode: str = "marginal",
         inference_algo: str = "fpi",
@@ -107,8 +127,22 @@ class Agent:
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
     ) -> None:
+        models = _check_models(model, batch_size) if isinstance(model, (list, tuple)) else None
+        if models is not None:
+            model = models[0]
         if model is None:
-            model = GenerativeModel(A, B, C, D, E, pA, pB, pD, A_factor_list=A_factor_list)
+            model = GenerativeModel(
+                A,
+                B,
+                C,
+                D,
+                E,
+                pA,
+                pB,
+                pD,
+                A_factor_list=A_factor_list,
+                B_dependencies=B_dependencies,
+            )
         algo = _ALGOS.get(str(inference_algo).lower())
         if algo is None:
             raise ValueError(
@@ -121,6 +155,13 @@ class Agent:
             )
         if sampling_mode not in _SAMPLING:
             raise ValueError(f"sampling_mode must be 'marginal' or 'full'; got {sampling_mode!r}")
+        if info_gain not in control.INFO_GAINS:
+            raise ValueError(f"info_gain must be one of {control.INFO_GAINS}; got {info_gain!r}")
+        if param_info_gain not in control.PARAM_INFO_GAINS:
+            raise ValueError(
+                f"param_info_gain must be one of {control.PARAM_INFO_GAINS}; "
+                f"got {param_info_gain!r}"
+            )
         if planning not in _PLANNING:
             raise ValueError(f"planning must be 'enumerate' or 'sophisticated'; got {planning!r}")
         if planning == "sophisticated" and algo != "fpi":
@@ -131,8 +172,18 @@ class Agent:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         for name, val in (("gamma", gamma), ("alpha", alpha)):
-            if not np.isfinite(val) or val < 0:
-                raise ValueError(f"{name} must be finite and >= 0; got {val!r}")
+            arr = np.asarray(val, dtype=float)
+            if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != batch_size):
+                raise ValueError(
+                    f"{name} must be a number or one per agent ({batch_size}); "
+                    f"got shape {arr.shape}"
+                )
+            bad = ~np.isfinite(arr) | (arr < 0)
+            if bad.any():
+                where = "" if arr.ndim == 0 else f" at agent {int(np.flatnonzero(bad)[0])}"
+                raise ValueError(f"{name} must be finite and >= 0; got {val!r}{where}")
+        if planning == "sophisticated" and np.ndim(gamma) > 0:
+            raise ValueError("planning='sophisticated' needs one gamma for the batch")
         for name, val in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
             if val < 0:
                 raise ValueError(f"{name} must be >= 0; got {val!r}")
@@ -144,17 +195,21 @@ class Agent:
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.num_obs = model.num_obs
+        self._num_obs_t = torch.tensor(self.num_obs, device=self.device)
         self.num_states = model.num_states
         self.num_controls = model.num_controls
         self.num_modalities = model.num_modalities
         self.num_factors = model.num_factors
         self.policy_len = int(policy_len)
         self.inference_horizon = int(inference_horizon)
-        self.gamma = float(gamma)
-        self.alpha = float(alpha)
+        # one precision for all agents stays a float; one per agent is a [b, 1] column
+        self.gamma: float | Tensor = self._precision(gamma)
+        self.alpha: float | Tensor = self._precision(alpha)
         self.use_utility = use_utility
         self.use_states_info_gain = use_states_info_gain
         self.use_param_info_gain = use_param_info_gain
+        self.info_gain = info_gain
+        self.param_info_gain = param_info_gain
         self.action_selection = action_selection
         self.sampling_mode = sampling_mode
         self.inference_algo = algo
@@ -184,18 +239,40 @@ class Agent:
             )
         self.inference_params = {**defaults, **(inference_params or {})}
 
-        def put(lst: list[Tensor] | None) -> list[Tensor] | None:
+        def put(key: str) -> Any:
+            """The model's tensors with a leading model-batch dim: 1 (shared) or one per
+            agent when given a batch of models."""
+            lst = getattr(model, key)
             if lst is None:
                 return None
-            return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
+            if models is None:
+                return [t.to(self.device, self.dtype).unsqueeze(0) for t in lst]
+            return [
+                torch.stack([getattr(m, key)[i] for m in models]).to(self.device, self.dtype)
+                for i in range(len(lst))
+            ]
 
-        self.A: list[Tensor] = put(model.A)  # type: ignore[assignment]
-        self.B: list[Tensor] = put(model.B)  # type: ignore[assignment]
-        self.C: list[Tensor] = put(model.C)  # type: ignore[assignment]
-        self.D: list[Tensor] = put(model.D)  # type: ignore[assignment]
-        self.pA = put(model.pA)
-        self.pB = put(model.pB)
-        self.pD = put(model.pD)
+        self.B_dependencies = model.B_dependencies
+        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and (
+            planning != "enumerate" or algo != "fpi"
+        ):
+            raise ValueError(
+                f"B_dependencies {self.B_dependencies} (a factor's transition depending on "
+                "other factors) needs planning='enumerate' and inference_algo='fpi'"
+            )
+        steps = [int(c.shape[0]) for c in model.C if c.ndim == 2]
+        if steps and (planning != "enumerate" or algo != "fpi"):
+            raise ValueError(
+                "time-indexed C (a [T, O] preference per modality) needs planning='enumerate' "
+                "and inference_algo='fpi'"
+            )
+        self.A: list[Tensor] = put("A")
+        self.B: list[Tensor] = put("B")
+        self.C: list[Tensor] = put("C")
+        self.D: list[Tensor] = put("D")
+        self.pA: list[Tensor] | None = put("pA")
+        self.pB: list[Tensor] | None = put("pB")
+        self.pD: list[Tensor] | None = put("pD")
 
         # ---- policies
         nf = self.num_factors
@@ -223,12 +300,22 @@ class Agent:
             self.policy_len = int(pols.shape[1]) if planning == "enumerate" else self.policy_len
         self.policies = pols.to(self.device)
         self.num_policies = int(pols.shape[0])
+        for m, c in enumerate(model.C):
+            if c.ndim == 2 and c.shape[0] < self.policy_len:
+                raise ValueError(
+                    f"C[{m}] has preferences for {c.shape[0]} steps; policy_len is "
+                    f"{self.policy_len}"
+                )
         self.tree = control.PolicyTree.from_policies(pols).to(self.device)
-        if model.E is not None and model.E.shape[0] != self.num_policies:
+        if model.E is not None and model.E.shape[-1] != self.num_policies:
             raise ValueError(
-                f"E has {model.E.shape[0]} entries but there are {self.num_policies} policies"
+                f"E has {model.E.shape[-1]} entries but there are {self.num_policies} policies"
             )
-        self.E = model.E.to(self.device, self.dtype) if model.E is not None else None
+        # [P] shared, or [b, P] for a batch of models
+        self.E = None
+        if model.E is not None:
+            E = model.E if models is None else torch.stack([m.E for m in models])  # type: ignore[misc]
+            self.E = E.to(self.device, self.dtype)
 
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -238,6 +325,13 @@ class Agent:
         self.reset()
 
     # ------------------------------------------------------------------ helpers
+    def _precision(self, val: Any) -> float | Tensor:
+        if np.ndim(val) == 0:
+            return float(val)
+        return torch.as_tensor(np.asarray(val, dtype=float), dtype=self.dtype).to(self.device)[
+            :, None
+        ]
+
     def _refresh(self) -> None:
         """Recompute planning quantities after A, B or their counts changed."""
         self.prep = control.PreparedModel(
@@ -246,29 +340,50 @@ class Agent:
             self.C,
             self.pA if self.use_param_info_gain else None,
             self.pB if self.use_param_info_gain else None,
+            info_gain=self.info_gain,
+            param_info_gain=self.param_info_gain,
+            B_dependencies=self.B_dependencies,
         )
+        if self.planning == "sophisticated" and self.prep.L is None:
+            raise ValueError(
+                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
+                f"space of {self.num_obs} is too large"
+            )
         if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
             raise ValueError(
                 "planning='sophisticated' needs a model shared by the batch (no learning)"
             )
 
-    def _as_obs(self, obs: Any) -> Tensor:
-        """Observations → ``[b, M]`` long tensor, validated."""
+    def _as_obs(self, obs: Any, mask: Any = None) -> tuple[Tensor, Tensor | None]:
+        """Observations → ``[b, M]`` long tensor, validated, and the mask → ``[b, M]``
+        bool (None: all observed); a masked entry's index is ignored (set to 0)."""
         if isinstance(obs, (int, np.integer)):
             obs = [int(obs)]
         t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
         if t.is_floating_point() and not torch.equal(t, t.round()):
             raise ValueError(f"observations must be integer indices; got {obs!r}")
-        t = t.long().to(self.device)
+        t = self._rows(t.long().to(self.device), "observation")
+        m = None
+        if mask is not None:
+            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask")
+            if m.dtype != torch.bool:
+                raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
+            if m.shape != t.shape:
+                raise ValueError(
+                    f"mask has shape {tuple(m.shape)}; the observations have {tuple(t.shape)}"
+                )
+            t = torch.where(m, t, torch.zeros_like(t))
+        check_obs(t, self.num_obs, self._num_obs_t)
+        return t, m
+
+    def _rows(self, t: Tensor, what: str) -> Tensor:
+        """``t`` as ``[b, M]``: a scalar or one row for one agent, a column for M = 1."""
         if t.ndim == 0:
             t = t.reshape(1, 1)
         elif t.ndim == 1:
             t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
         if t.shape[0] != self.batch_size:
-            raise ValueError(
-                f"observation batch has {t.shape[0]} rows; batch_size is {self.batch_size}"
-            )
-        check_obs(t, self.num_obs)
+            raise ValueError(f"{what} batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
         return t
 
     def _expand_model(self) -> None:
@@ -295,6 +410,7 @@ class Agent:
         return [d.expand(self.batch_size, -1) for d in self.D]
 
     # ------------------------------------------------------------------ API
+    @torch.inference_mode()
     def reset(self, mask: Any = None) -> list[Tensor]:
         """Start new episodes: uniform beliefs, no last action (next prior is D).
 
@@ -308,6 +424,7 @@ class Agent:
             self.qs = self._uniform()
             self.action: Tensor | None = None
             self._has_action = torch.zeros(b, dtype=torch.bool, device=self.device)
+            self._all_acted = False  # every row has a last action (no D to mix in)
             self._qs_first: list[Tensor] | None = None
             self.q_pi = self._policy_prior()
             self.G = torch.zeros(b, self.num_policies, dtype=self.dtype, device=self.device)
@@ -329,6 +446,7 @@ class Agent:
         uni = self._uniform()
         self.qs = [torch.where(m[:, None], u, q) for u, q in zip(uni, self.qs, strict=True)]
         self._has_action = self._has_action & ~m
+        self._all_acted = False
         self.q_pi = torch.where(m[:, None], self._policy_prior(), self.q_pi)
         return self.qs
 
@@ -338,40 +456,49 @@ class Agent:
             return self.E.expand(b, p).clone()
         return torch.full((b, p), 1.0 / p, dtype=self.dtype, device=self.device)
 
+    @torch.inference_mode()
     def empirical_prior(self) -> list[Tensor]:
-        """Prior over the next state: B[u] q(s) where an action was taken, else D."""
+        """Prior over the next state: B[u] q(s) where an action was taken, else D (with
+        ``B_dependencies``, B_f[u] applied to the mean-field joint of its factors)."""
         d = self._D_batch()
         if self.action is None:
             return [x.clone() for x in d]
         out = []
-        for f in range(self.num_factors):
+        for f, deps in enumerate(self.B_dependencies):
             pred = inference._apply(
-                self.qs[f].unsqueeze(1),
+                control.dependency_joint(self.qs, deps).unsqueeze(1),
                 self.prep.fwd[f],
                 self.action[:, f : f + 1],
                 self.num_controls[f],
             ).squeeze(1)
-            out.append(torch.where(self._has_action[:, None], pred, d[f]))
+            out.append(
+                pred if self._all_acted else torch.where(self._has_action[:, None], pred, d[f])
+            )
         return out
 
-    def infer_states(self, obs: Any) -> list[Tensor]:
+    @torch.inference_mode()
+    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
         """Update beliefs about the current hidden state from an observation.
 
         Args:
             obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
+            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
+                not observed: it then carries no evidence (its index is ignored). None:
+                all observed.
         Returns:
             ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
             the per-policy window is in ``qs_seq``).
         """
-        o = self._as_obs(obs)
-        lik = inference.joint_likelihood(self.prep.A_flat, o)  # [b, SJ]
+        o, m = self._as_obs(obs, mask)
         if self.inference_algo == "fpi":
             prior = self.empirical_prior()
             p = self.inference_params
+            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets, m)
             self.qs = inference.fpi(
-                log_stable(lik), prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
+                log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
             )
         else:
+            lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
             self._lh_hist.append(lik)
             self._lh_hist = self._lh_hist[-self.inference_horizon :]
             past = len(self._lh_hist)
@@ -397,6 +524,7 @@ class Agent:
             self._qs_first = [q.clone() for q in self.qs]
         return self.qs
 
+    @torch.inference_mode()
     def infer_policies(self) -> tuple[Tensor, Tensor]:
         """Posterior over policies from their expected free energy.
 
@@ -440,10 +568,12 @@ class Agent:
         self.q_pi, self.G, self.efe_terms = q_pi, G, terms
         return q_pi, G
 
+    @torch.inference_mode()
     def action_marginals(self) -> list[Tensor]:
         """q(u_f) for each factor, ``[b, U_f]``."""
         return control.action_marginals(self.q_pi, self.policies, self.num_controls)
 
+    @torch.inference_mode()
     def sample_action(self) -> Tensor:
         """Choose and remember the next action.
 
@@ -460,6 +590,7 @@ class Agent:
             )
         self.action = action
         self._has_action = torch.ones_like(self._has_action)
+        self._all_acted = True
         self._step_time()
         return action
 
@@ -477,31 +608,40 @@ class Agent:
             else:
                 self.latest_belief = [q[:, 0] for q in first]
 
-    def step(self, obs: Any) -> Tensor:
-        """``infer_states(obs)``, ``infer_policies()``, ``sample_action()`` in one call."""
-        self.infer_states(obs)
+    @torch.inference_mode()
+    def step(self, obs: Any, mask: Any = None) -> Tensor:
+        """``infer_states(obs, mask)``, ``infer_policies()``, ``sample_action()`` in one call."""
+        self.infer_states(obs, mask)
         self.infer_policies()
         return self.sample_action()
 
-    def update_A(self, obs: Any) -> list[Tensor]:
-        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA]."""
+    @torch.inference_mode()
+    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA].
+
+        Args:
+            obs, mask: as for :meth:`infer_states`; unobserved modalities learn nothing.
+        """
         if self.pA is None:
             raise ValueError("update_A needs Dirichlet counts pA")
-        o = self._as_obs(obs)
+        o, m = self._as_obs(obs, mask)
         self._expand_model()
         self.pA = learning.update_obs_likelihood_dirichlet(
-            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn
+            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn, m
         )
         self.A = learning.expected_parameters(self.pA)
         self._refresh()
         return self.pA
 
+    @torch.inference_mode()
     def update_B(self, qs_prev: list[Tensor]) -> list[Tensor]:
         """Dirichlet update of pB from the last action, ``qs_prev`` and ``qs``; B ← E[pB]."""
         if self.pB is None:
             raise ValueError("update_B needs Dirichlet counts pB")
         if self.action is None:
             raise ValueError("update_B needs an action: call sample_action first")
+        if not self.prep.factorised:
+            raise ValueError(f"update_B does not support B_dependencies {self.B_dependencies}")
         self._expand_model()
         self.pB = learning.update_state_likelihood_dirichlet(
             self.pB,
@@ -517,6 +657,7 @@ class Agent:
         self._refresh()
         return self.pB
 
+    @torch.inference_mode()
     def update_D(self, qs_t0: list[Tensor] | None = None) -> list[Tensor]:
         """Dirichlet update of pD from the belief about the first state; D ← E[pD].
 
@@ -557,22 +698,51 @@ class Agent:
         self._refresh()
 
 
-def check_obs(obs: Tensor, num_obs: list[int]) -> None:
+def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[GenerativeModel]:
+    """A batch of models, one per agent: same sizes and structure, or an error naming both."""
+    models = list(models)
+    if len(models) != batch_size:
+        raise ValueError(f"model has {len(models)} entries; batch_size is {batch_size}")
+    first = models[0]
+
+    def layout(m: GenerativeModel) -> dict[str, Any]:
+        return {
+            "num_obs": m.num_obs,
+            "num_states": m.num_states,
+            "num_controls": m.num_controls,
+            "B_dependencies": m.B_dependencies,
+            "C shapes": [tuple(c.shape) for c in m.C],
+            **{f"{k} given": getattr(m, k) is not None for k in ("pA", "pB", "pD", "E")},
+        }
+
+    ref = layout(first)
+    for i, m in enumerate(models[1:], 1):
+        for key, val in layout(m).items():
+            if val != ref[key]:
+                raise ValueError(
+                    f"model[{i}] {key} is {val} but model[0]'s is {ref[key]}: "
+                    "a batch of models must share sizes and structure"
+                )
+    return models
+
+
+def check_obs(obs: Tensor, num_obs: list[int], num_obs_t: Tensor | None = None) -> None:
     """Raise naming the modality, value and batch row of an out-of-range observation.
 
     Args:
         obs: ``[b, M]`` integer indices.
+        num_obs_t: ``num_obs`` as a tensor on ``obs``'s device, if the caller keeps one.
     """
     if obs.shape[1] != len(num_obs):
         raise ValueError(
             f"observation has {obs.shape[1]} modalities per row; the model has {len(num_obs)}"
         )
-    for m, n in enumerate(num_obs):
-        col = obs[:, m]
-        bad = (col < 0) | (col >= n)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(
-                f"observation index {int(col[i])} out of range for modality {m} "
-                f"(valid 0..{n - 1}) in batch row {i}"
-            )
+    if num_obs_t is None:
+        num_obs_t = torch.tensor(num_obs, device=obs.device)
+    bad = (obs < 0) | (obs >= num_obs_t)
+    if bad.any():
+        i, m = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(
+            f"observation index {int(obs[i, m])} out of range for modality {m} "
+            f"(valid 0..{num_obs[m] - 1}) in batch row {i}"
+        )

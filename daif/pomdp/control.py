@@ -8,9 +8,19 @@ Expected free energy of a policy π over horizon T (pymdp / SPM conventions):
     pA info gain_t     = −Σ_o q(o_t|π) Σ_s W_A(o,s) q(s_t|π),   W = wnorm(pA)
     pB info gain_t     = −Σ_f q(s_t,f|π) · W_B[:, :, u_t] q(s_{t−1},f|π)
 
-and q(π) = σ(ln E − γ G). Outcomes of several modalities are treated jointly (the
-state information gain is the mutual information between the joint outcome and the
-state). Predicted states use the mean field over factors, q(s_t,f|π) = B_f[u_t] q(s_{t−1},f).
+and q(π) = σ(ln E − γ G). Two definitions differ between SPM / pymdp 0.0.7.1 and
+pymdp 1.0, and both are offered, named:
+
+* ``info_gain="joint"`` (SPM, pymdp 0.0.7.1): the state information gain is the mutual
+  information I(o_t; s_t) between the *joint* outcome of all modalities and the state;
+  ``info_gain="per_modality"`` (pymdp 1.0): Σ_m I(o_{m,t}; s_t), modality by modality
+  (larger or equal when modalities are not independent given the predicted state).
+* ``param_info_gain="approx"`` (SPM's ``spm_wnorm``, pymdp 0.0.7.1): W = 1/a₀ − 1/a_i;
+  ``param_info_gain="exact"`` (pymdp 1.0's default): W_i = −(ψ(a_i+1) − ψ(a₀+1) +
+  ln a₀ − ln a_i), the exact information gain of one outcome (see
+  :func:`~daif.pomdp.maths.wnorm_exact`).
+
+Predicted states use the mean field over factors, q(s_t,f|π) = B_f[u_t] q(s_{t−1},f).
 
 Policies that share a prefix share predicted states, so states are propagated over
 the *tree* of distinct prefixes (one matrix product per level for all children) and
@@ -20,16 +30,19 @@ each policy's G is a sum of its nodes' terms — no Python loop over policies.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from daif.maths import entropy, log_stable, softmax, states_info_gain
-from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm
+from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 __all__ = [
     "ACTION_SELECTIONS",
+    "INFO_GAINS",
+    "PARAM_INFO_GAINS",
     "PolicyTree",
     "PreparedModel",
     "action_marginals",
@@ -44,6 +57,8 @@ __all__ = [
 ]
 
 ACTION_SELECTIONS = ("deterministic", "stochastic")
+INFO_GAINS = ("joint", "per_modality")
+PARAM_INFO_GAINS = ("approx", "exact")
 
 
 def construct_policies(
@@ -129,6 +144,44 @@ class PolicyTree:
             cache[key] = None if full else idx
         return cache[key]
 
+    def joint_edge_index(self, t: int, num_controls: list[int]) -> Tensor | None:
+        """Index of level-t nodes among all (parent, joint action) children.
+
+        The joint action of ``actions [N, F]`` is its mixed-radix index, factor 0 slowest
+        (``U_J = Π_f U_f``). ``None`` when it is the identity. Cached per (t, controls).
+        """
+        cache = self.__dict__.setdefault("_joint_edge_cache", {})
+        key = (t, tuple(num_controls))
+        if key not in cache:
+            joint = torch.zeros_like(self.actions[t][:, 0])
+            for f, n in enumerate(num_controls):
+                joint = joint * n + self.actions[t][:, f]
+            nu = math.prod(num_controls)
+            idx = self.parents[t] * nu + joint
+            n_prev = 1 if t == 0 else self.parents[t - 1].shape[0]
+            full = idx.shape[0] == n_prev * nu and bool(
+                (idx == torch.arange(idx.shape[0], device=idx.device)).all()
+            )
+            cache[key] = None if full else idx
+        return cache[key]
+
+    def path_matrix(self, dtype: torch.dtype) -> Tensor:
+        """``[N_0 + … + N_{T−1}, P]``: 1 where a node (levels concatenated) lies on a
+        policy's path, so node terms ``[…, N] @ path`` are the policies' sums. Cached."""
+        cache = self.__dict__.setdefault("_path_cache", {})
+        if dtype not in cache:
+            p = self.node_of_policy.shape[1]
+            rows, offset = [], 0
+            for t, parents in enumerate(self.parents):
+                rows.append(self.node_of_policy[t] + offset)
+                offset += parents.shape[0]
+            path = torch.zeros(offset, p, dtype=dtype, device=self.node_of_policy.device)
+            cols = torch.arange(p, device=path.device)
+            for r in rows:
+                path[r, cols] = 1.0
+            cache[dtype] = path
+        return cache[dtype]
+
     def policy_nodes(self, t: int) -> Tensor | None:
         """``node_of_policy[t]``, or ``None`` when it is the identity (gather skipped)."""
         cache = self.__dict__.setdefault("_node_cache", {})
@@ -163,10 +216,29 @@ class PreparedModel:
     Args:
         A: M tensors ``[bm, O_m, S_1..S_F]``.
         B: F tensors ``[bm, S_f, S_f, U_f]``.
-        C: M tensors ``[bm, O_m]`` log-preferences.
+        C: M tensors ``[bm, O_m]`` log-preferences, or ``[bm, T_C, O_m]`` per planning
+            step (the same T_C for all time-indexed modalities).
         pA, pB: Dirichlet counts (same shapes) or None.
+        info_gain: "joint" (SPM, pymdp 0.0.7.1) or "per_modality" (pymdp 1.0).
+        param_info_gain: "approx" (SPM's ``spm_wnorm``) or "exact" (pymdp 1.0).
         joint_outcome_limit: refuse to build the joint-outcome likelihood beyond this
-            many entries (O_joint × S_joint).
+            many entries (O_joint × S_joint) when the joint info gain needs it.
+        fused_limit: build the joint-action operators (see ``fwd_values``) only up to
+            this many entries.
+        B_dependencies: per factor, the factors its next state depends on (default
+            ``[f]``); then ``B[f]`` is ``[bm, S_f, *S_deps, U_f]``.
+
+    Attributes:
+        lnA, obs_offsets: ``[bm, Σ_m O_m, SJ]`` ln A of all modalities stacked, and each
+            modality's first row (for :func:`~daif.pomdp.inference.joint_log_likelihood`).
+        values: ``[bm, SJ, 1 + K + K_o]`` per joint state: utility, the K outcome
+            entropies, p(o|s) (joint outcome, or modalities side by side); ``values_t``
+            one per planning step when C is time-indexed (``num_C_steps`` of them).
+        fwd_joint, fwd_values: ``[bm, SJ, U_J·SJ]`` and ``[bm, SJ, U_J·(1 + K + K_o)]``
+            with ``(q @ fwd_joint)[u] = B_u q`` and ``(q @ fwd_values)[u] = (B_u q) @ values``
+            for every joint action u (B_u = ⊗_f B_f[u_f]), or None when too large; they let
+            a tree level's terms come from its parents in one product (``fwd_values_t``:
+            one per planning step).
     """
 
     def __init__(
@@ -176,10 +248,23 @@ class PreparedModel:
         C: list[Tensor],
         pA: list[Tensor] | None = None,
         pB: list[Tensor] | None = None,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         joint_outcome_limit: int = 2**26,
+        fused_limit: int = 2**22,
+        B_dependencies: list[list[int]] | None = None,
     ) -> None:
+        if info_gain not in INFO_GAINS:
+            raise ValueError(f"info_gain must be one of {INFO_GAINS}; got {info_gain!r}")
+        if param_info_gain not in PARAM_INFO_GAINS:
+            raise ValueError(
+                f"param_info_gain must be one of {PARAM_INFO_GAINS}; got {param_info_gain!r}"
+            )
+        self.info_gain = info_gain
         self.num_states = [int(b.shape[1]) for b in B]
         self.num_controls = [int(b.shape[-1]) for b in B]
+        self.B_dependencies = B_dependencies or [[f] for f in range(len(B))]
+        self.factorised = all(d == [f] for f, d in enumerate(self.B_dependencies))
         self.num_obs = [int(a.shape[1]) for a in A]
         sj = 1
         for s in self.num_states:
@@ -187,49 +272,152 @@ class PreparedModel:
         self.sj = sj
         bm = max([a.shape[0] for a in A] + [b.shape[0] for b in B] + [c.shape[0] for c in C])
         self.A_flat = [a.reshape(a.shape[0], a.shape[1], sj) for a in A]  # [bm, O, SJ]
-        # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences
-        self.lnC = [log_stable(softmax(c)) for c in C]  # [bm, O]
-        # expected utility of each joint state: Σ_m Σ_o A_m(o|s) ln P̃(o_m)
-        u = 0.0
-        for a, lc in zip(self.A_flat, self.lnC, strict=True):
-            u = u + (a * lc.unsqueeze(-1)).sum(1)
-        self.utility_s = u.expand(bm, sj) if isinstance(u, Tensor) else u  # [bm, SJ]
-        # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s)
+        # state inference reads ln A of the observed rows: all modalities stacked once
+        ba = max(a.shape[0] for a in A)
+        self.lnA = torch.cat([log_stable(a).expand(ba, -1, -1) for a in self.A_flat], 1)
+        self.obs_offsets = torch.tensor(
+            [0, *itertools.accumulate(self.num_obs)][:-1], device=self.lnA.device
+        )
+        # ln P̃(o) = ln σ(C), pymdp's normalisation of relative preferences; a C with a
+        # time axis ([bm, T_C, O]) gives the preferences of each planning step
+        steps = {c.shape[1] for c in C if c.ndim == 3}
+        if len(steps) > 1:
+            raise ValueError(f"time-indexed C must share one number of steps; got {sorted(steps)}")
+        self.num_C_steps = steps.pop() if steps else 1
+        lnC = [log_stable(softmax(c if c.ndim == 3 else c.unsqueeze(1))) for c in C]
+        # expected utility of each joint state and step: Σ_m Σ_o A_m(o|s) ln P̃_t(o_m)
+        u = sum(torch.einsum("zos,zto->zts", a, lc) for a, lc in zip(self.A_flat, lnC, strict=True))
+        utility_s = u.expand(bm, self.num_C_steps, sj)  # [bm, T_C, SJ]
+        # joint outcome likelihood L[o_1..o_M, s] = Π_m A_m(o_m|s): the joint info gain
+        # and the outcome branches of sophisticated inference need it
         oj = 1
         for o in self.num_obs:
             oj *= o
-        if len(A) > 1 and oj * sj > joint_outcome_limit:
+        self.num_obs_joint = oj
+        too_big = len(A) > 1 and oj * sj > joint_outcome_limit
+        if too_big and info_gain == "joint":
             raise ValueError(
                 f"joint outcome space {self.num_obs} × {sj} states is too large "
-                f"({oj * sj} > {joint_outcome_limit}); use use_states_info_gain=False"
+                f"({oj * sj} > {joint_outcome_limit}); use info_gain='per_modality' "
+                "or use_states_info_gain=False"
             )
-        lj = self.A_flat[0]
-        for a in self.A_flat[1:]:
-            lj = (lj.unsqueeze(2) * a.unsqueeze(1)).reshape(max(lj.shape[0], a.shape[0]), -1, sj)
-        self.L = lj  # [bm, OJ, SJ]
-        self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
-        self.H_A = entropy(lj, dim=1)  # [bm, SJ] entropy of the joint outcome per state
-        bu = max(self.utility_s.shape[0], self.H_A.shape[0])
-        self.state_values = torch.stack(
-            [self.utility_s.expand(bu, sj), self.H_A.expand(bu, sj)], -1
-        )  # [bm, SJ, 2]
-        self.num_obs_joint = oj
-        # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j
-        self.fwd = [b.permute(0, 2, 3, 1).reshape(b.shape[0], b.shape[1], -1) for b in B]
+        self.L: Tensor | None = None
+        self.LT: Tensor | None = None
+        if not too_big:
+            lj = self.A_flat[0]
+            for a in self.A_flat[1:]:
+                lj = (lj.unsqueeze(2) * a.unsqueeze(1)).reshape(
+                    max(lj.shape[0], a.shape[0]), -1, sj
+                )
+            self.L = lj  # [bm, OJ, SJ]
+            self.LT = lj.transpose(1, 2).contiguous()  # [bm, SJ, OJ]
+        if info_gain == "joint":
+            assert self.L is not None
+            # entropy of the joint outcome per state, [bm, SJ, 1]
+            H_A = entropy(self.L, dim=1).unsqueeze(-1)
+            self.outcome_T = self.LT  # q(s) @ outcome_T = q(o) of the joint outcome
+            self.outcome_seg: Tensor | None = None
+        else:
+            # per-modality entropies [bm, SJ, M]; q(o_m) of all modalities side by side,
+            # and a [ΣO, M] matrix of −1 per modality, so (q ln q) @ it gives each entropy
+            H_A = torch.stack([entropy(a, dim=1) for a in self.A_flat], -1)
+            bo = max(a.shape[0] for a in self.A_flat)
+            self.outcome_T = torch.cat(
+                [a.expand(bo, -1, -1).transpose(1, 2) for a in self.A_flat], -1
+            ).contiguous()
+            self.outcome_seg = torch.block_diag(
+                *[-a.new_ones(o, 1) for a, o in zip(self.A_flat, self.num_obs, strict=True)]
+            )
+        bu = max(utility_s.shape[0], H_A.shape[0], self.outcome_T.shape[0])
+        self.num_entropies = int(H_A.shape[-1])
+        # per planning step, [bm, SJ, 1 + K + K_o]: per state, the utility, the K outcome
+        # entropies H[p(o|s)] and p(o|s) itself, so one product q(s) @ values gives every
+        # expectation
+        self.values_t = [
+            torch.cat(
+                [
+                    utility_s[:, t].expand(bu, sj).unsqueeze(-1),
+                    H_A.expand(bu, sj, -1),
+                    self.outcome_T.expand(bu, -1, -1),
+                ],
+                -1,
+            )
+            for t in range(self.num_C_steps)
+        ]
+        self.values = self.values_t[0]
+        # transition operators: (q @ fwd)[u, i] = Σ_j B[i, j, u] q_j, with j over the joint
+        # state of the factor's dependencies ([bm, S_deps, U·S_f])
+        self.fwd = [_forward_operator(b) for b in B]
+        self._fuse(fused_limit)
         self.AT = [a.transpose(1, 2).contiguous() for a in self.A_flat]  # [bm, SJ, O]
+        w = wnorm if param_info_gain == "approx" else wnorm_exact
         self.wA = None
         if pA is not None:
             # W_A masked to where counts exist, as [bm, SJ, O] for q(s) @ W^T
             self.wA = [
-                (wnorm(p, dim=1) * (p > 0)).reshape(p.shape[0], p.shape[1], sj).transpose(1, 2)
+                (w(p, dim=1) * (p > 0)).reshape(p.shape[0], p.shape[1], sj).transpose(1, 2)
                 for p in pA
             ]
         self.wB = None
         if pB is not None:
-            self.wB = [
-                (wnorm(p, dim=1) * (p > 0)).permute(0, 2, 3, 1).reshape(p.shape[0], p.shape[1], -1)
-                for p in pB
-            ]
+            self.wB = [_forward_operator(w(p, dim=1) * (p > 0)) for p in pB]
+
+    def _fuse(self, limit: int) -> None:
+        """Joint-action transition and value operators, where they are small and pay off.
+
+        Fused, a level costs N·SJ·U_J·K multiply-adds instead of N·U·SJ·(SJ + K), but the
+        operator has SJ·U_J·K entries: with few nodes (matrix-vector products, bound by
+        memory) it pays only when K ≤ SJ, or when everything is tiny (per-call overhead).
+        """
+        self.fwd_joint: Tensor | None = None
+        self.fwd_values_t: list[Tensor] | None = None
+        self.fwd_values: Tensor | None = None
+        sj, k = self.sj, self.values.shape[-1]
+        uj = math.prod(self.num_controls)
+        # with dependencies between factors the mean-field prediction is not linear in
+        # the joint state, so there is no joint-action operator
+        if (
+            not self.factorised
+            or sj * sj * uj > limit
+            or sj * uj * k > limit
+            or (k > sj and sj * uj * k > 2**16)
+        ):
+            return
+        bm = max(max(f.shape[0] for f in self.fwd), self.values.shape[0])
+        # ⊗_f B_f: [bm, S_prev, U, S_next] with factor 0 slowest in states and actions
+        s0, u0 = self.num_states[0], self.num_controls[0]
+        joint = self.fwd[0].expand(bm, -1, -1).reshape(bm, s0, u0, s0)
+        for f in range(1, len(self.fwd)):
+            s, u = self.num_states[f], self.num_controls[f]
+            g = self.fwd[f].expand(bm, -1, -1).reshape(bm, s, u, s)
+            a, ua = joint.shape[1], joint.shape[2]
+            joint = torch.einsum("zaub,zcvd->zacuvbd", joint, g).reshape(bm, a * s, ua * u, a * s)
+        joint = joint.reshape(bm, sj, uj, sj)
+        self.fwd_joint = joint.reshape(bm, sj, uj * sj)
+        self.fwd_values_t = [
+            (joint.reshape(bm, sj * uj, sj) @ v.expand(bm, -1, -1)).reshape(bm, sj, uj * k)
+            for v in self.values_t
+        ]
+        self.fwd_values = self.fwd_values_t[0]
+
+    def step(self, t: int) -> int:
+        """Index of planning step t (0 = the next) in the time-indexed quantities."""
+        return t if self.num_C_steps > 1 else 0
+
+
+def _forward_operator(b: Tensor) -> Tensor:
+    """``B [bm, S', *S_deps, U]`` → ``op [bm, S_deps, U·S']``.
+
+    (q @ op)[u, i] = Σ_j B[i, j, u] q_j, j over the joint state of the dependencies.
+    """
+    bm, s_next, u = b.shape[0], b.shape[1], b.shape[-1]
+    return b.reshape(bm, s_next, -1, u).permute(0, 2, 3, 1).reshape(bm, -1, u * s_next)
+
+
+def dependency_joint(qs: list[Tensor], deps: list[int]) -> Tensor:
+    """The mean-field joint of the factors in ``deps`` (``[..., Π S_d]``, the first slowest),
+    the input of a transition that depends on them."""
+    return qs[deps[0]] if len(deps) == 1 else joint_from_marginals([qs[d] for d in deps])
 
 
 def _children(q: Tensor, op: Tensor, idx: Tensor | None, nu: int) -> Tensor:
@@ -248,27 +436,40 @@ def state_efe_terms(
     model: PreparedModel,
     use_utility: bool = True,
     use_states_info_gain: bool = True,
+    t: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Utility and state information gain of predicted joint states.
 
     utility = Σ_s q(s) Σ_m Σ_o A_m(o|s) ln P̃(o_m);
-    info gain = H[Σ_s q(s) p(o|s)] − Σ_s q(s) H[p(o|s)] over joint outcomes o.
+    info gain (joint) = H[Σ_s q(s) p(o|s)] − Σ_s q(s) H[p(o|s)] over joint outcomes o;
+    info gain (per_modality) = Σ_m ( H[Σ_s q(s) A_m(o_m|s)] − Σ_s q(s) H[A_m(·|s)] ).
 
     Args:
         joint: ``[b, N, SJ]`` predicted joint-state distributions (N policies or nodes).
+        t: the planning step (0 = the next), for a time-indexed C.
     Returns:
-        (utility ``[b, N]``, info gain ``[b, N]``, q(o) ``[b, N, OJ]`` or an empty tensor
-        when the info gain is off).
+        (utility ``[b, N]``, info gain ``[b, N]``, predicted outcomes ``[b, N, K_o]``: the
+        joint outcome (K_o = OJ) or the modalities side by side (K_o = Σ_m O_m)).
     """
-    zero = torch.zeros(joint.shape[:-1], dtype=joint.dtype, device=joint.device)
-    util, sig, qo = zero, zero, joint.new_empty(0)
-    # one product gives both per-state expectations: [utility(s), H[p(o|s)]]
-    per_state = _matmul(joint, model.state_values)  # [b, N, 2]
-    if use_utility:
-        util = per_state[..., 0]
-    if use_states_info_gain:
-        qo = _matmul(joint, model.LT)  # [b, N, OJ]
-        sig = states_info_gain(qo, per_state[..., 1])
+    # one product gives every per-state expectation: utility, ambiguities, q(o)
+    vals = _matmul(joint, model.values_t[model.step(t)])
+    return terms_from_values(vals, model, use_utility, use_states_info_gain)
+
+
+def terms_from_values(
+    vals: Tensor, model: PreparedModel, use_utility: bool = True, use_states_info_gain: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`state_efe_terms` from ``vals = q(s) @ model.values`` ``[b, N, 1 + K + K_o]``."""
+    k = model.num_entropies
+    util = vals[..., 0] if use_utility else vals.new_zeros(vals.shape[:-1])
+    qo = vals[..., 1 + k :]
+    if not use_states_info_gain:
+        return util, vals.new_zeros(vals.shape[:-1]), qo
+    if model.outcome_seg is None:
+        sig = states_info_gain(qo, vals[..., 1])
+    else:
+        h_qo = (qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]: −Σ q ln q
+        sig = (h_qo - vals[..., 1 : 1 + k]).sum(-1)
     return util, sig, qo
 
 
@@ -296,13 +497,16 @@ def evaluate_policies(
     zero = torch.zeros(b, p, dtype=dt, device=dev)
     util, sig, pig = zero, zero, zero
     parent_q = [q.unsqueeze(1) for q in qs]  # [b, 1, S_f]
+    if model.fwd_values is not None and not use_param_info_gain:
+        return _evaluate_fused(parent_q, model, tree, use_utility, use_states_info_gain)
     for t in range(len(tree.parents)):
         nus = model.num_controls
         edges = [tree.edge_index(t, f, nus[f]) for f in range(len(parent_q))]
-        child_q = [_children(pq, model.fwd[f], edges[f], nus[f]) for f, pq in enumerate(parent_q)]
+        inputs = [dependency_joint(parent_q, deps) for deps in model.B_dependencies]
+        child_q = [_children(x, model.fwd[f], edges[f], nus[f]) for f, x in enumerate(inputs)]
         joint = joint_from_marginals(child_q)  # [b, N, SJ]
         nodes = tree.policy_nodes(t)
-        u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain)
+        u_node, sig_node, _ = state_efe_terms(joint, model, use_utility, use_states_info_gain, t)
         if use_utility:
             util = util + (u_node if nodes is None else u_node[:, nodes])
         if use_states_info_gain:
@@ -315,7 +519,7 @@ def evaluate_policies(
                     g = g - (qo_m * _matmul(joint, w)).sum(-1)
             if model.wB is not None:
                 for f, w in enumerate(model.wB):
-                    wq = _children(parent_q[f], w, edges[f], nus[f])
+                    wq = _children(inputs[f], w, edges[f], nus[f])
                     g = g - (child_q[f] * wq).sum(-1)
             pig = pig + (g if nodes is None else g[:, nodes])
         parent_q = child_q
@@ -327,14 +531,51 @@ def evaluate_policies(
     }
 
 
+def _evaluate_fused(
+    parent_q: list[Tensor],
+    model: PreparedModel,
+    tree: PolicyTree,
+    use_utility: bool,
+    use_states_info_gain: bool,
+) -> dict[str, Tensor]:
+    """:func:`evaluate_policies` with the joint-action operators: each level's terms
+    come from its parents' joint states in one product, and joint states are propagated
+    only to the levels that have children (the same mean-field predictions, since
+    ⊗_f B_f q_f = (⊗_f B_f)(⊗_f q_f))."""
+    assert model.fwd_values_t is not None and model.fwd_joint is not None
+    nus = model.num_controls
+    uj = math.prod(nus)
+    parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
+    levels = len(tree.parents)
+    vals = []
+    for t in range(levels):
+        edges = tree.joint_edge_index(t, nus)
+        op = model.fwd_values_t[model.step(t)]
+        vals.append(_children(parent, op, edges, uj))  # [b, N_t, 1 + K + K_o]
+        if t + 1 < levels:
+            parent = _children(parent, model.fwd_joint, edges, uj)
+    # the terms of all nodes at once, then each policy's sum over its path in one product
+    util, sig, _ = terms_from_values(torch.cat(vals, 1), model, use_utility, use_states_info_gain)
+    b, n = util.shape
+    per_policy = torch.stack([util, sig]).reshape(2 * b, n) @ tree.path_matrix(util.dtype)
+    util, sig = per_policy[:b], per_policy[b:]
+    return {
+        "utility": util,
+        "states_info_gain": sig,
+        "param_info_gain": torch.zeros_like(util),
+        "G": -(util + sig),
+    }
+
+
 def posterior_over_policies(
-    G: Tensor, gamma: float, E: Tensor | None = None, F: Tensor | None = None
+    G: Tensor, gamma: float | Tensor, E: Tensor | None = None, F: Tensor | None = None
 ) -> Tensor:
     """q(π) = σ(ln E − γ G − F) over the last dim; ``E`` None means uniform.
 
     Args:
-        G: ``[b, P]``; E: ``[P]`` or ``[b, P]``; F: ``[b, P]`` the variational free
-            energy of each policy (MMP) or None.
+        G: ``[b, P]``; gamma: a number or ``[b, 1]`` (one per agent); E: ``[P]`` or
+            ``[b, P]``; F: ``[b, P]`` the variational free energy of each policy (MMP) or
+            None.
     """
     logits = -gamma * G
     if E is not None:
@@ -352,23 +593,24 @@ def action_marginals(q_pi: Tensor, policies: Tensor, num_controls: list[int]) ->
     Returns:
         F tensors ``[b, U_f]``.
     """
-    out = []
-    for f, n in enumerate(num_controls):
-        onehot = torch.nn.functional.one_hot(policies[:, 0, f], n).to(q_pi.dtype)
-        m = q_pi @ onehot
-        out.append(m / m.sum(-1, keepdim=True))
-    return out
+    # scatter-add q(π) onto each policy's first action (no [P, U] one-hot per call); q(π)
+    # sums to 1, so the marginals do too
+    return [
+        q_pi.new_zeros(q_pi.shape[0], n).index_add_(1, policies[:, 0, f], q_pi)
+        for f, n in enumerate(num_controls)
+    ]
 
 
 def sample_action(
     marginals: list[Tensor],
     action_selection: str = "deterministic",
-    alpha: float = 16.0,
+    alpha: float | Tensor = 16.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Pick one action per factor from the action marginals.
 
-    Deterministic: argmax (first maximum). Stochastic: sample from σ(α ln q(u)).
+    Deterministic: argmax (first maximum). Stochastic: sample from σ(α ln q(u)), α a
+    number or ``[b, 1]`` (one per agent).
 
     Returns:
         ``[b, F]`` long.
@@ -391,7 +633,7 @@ def sample_policy(
     q_pi: Tensor,
     policies: Tensor,
     action_selection: str = "deterministic",
-    alpha: float = 16.0,
+    alpha: float | Tensor = 16.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """First actions of a policy picked from q(π) (pymdp's ``sampling_mode="full"``).
@@ -422,7 +664,9 @@ def _one_step_terms(
     k, u, sj = joint.shape
     flat = joint.reshape(1, k * u, sj)
     util, sig, qo = state_efe_terms(flat, model, use_utility, use_states_info_gain)
-    if qo.numel() == 0:  # the info gain was off: outcomes are still needed to branch
+    if model.outcome_seg is not None:
+        # branching needs the joint outcome, not the modalities side by side
+        assert model.LT is not None
         qo = _matmul(flat, model.LT[:1])
     return -(util + sig).reshape(k, u), qo.reshape(k, u, -1)
 

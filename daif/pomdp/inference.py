@@ -13,6 +13,7 @@ slowest); beliefs are lists of per-factor tensors.
 
 from __future__ import annotations
 
+import math
 import string
 
 import torch
@@ -25,17 +26,20 @@ __all__ = [
     "expected_log_likelihood",
     "fpi",
     "joint_likelihood",
+    "joint_log_likelihood",
     "mmp",
     "variational_free_energy",
 ]
 
 
-def joint_likelihood(A: list[Tensor], obs: Tensor) -> Tensor:
+def joint_likelihood(A: list[Tensor], obs: Tensor, mask: Tensor | None = None) -> Tensor:
     """p(o|s) = Π_m A_m[o_m, s] for observed indices, over the joint state.
 
     Args:
         A: M tensors ``[bA, O_m, SJ]`` (``bA`` 1 or ``b``).
         obs: ``[b, M]`` integer indices.
+        mask: ``[b, M]`` bool, False where a modality was not observed (its factor is 1:
+            a missing outcome carries no evidence), or None (all observed).
     Returns:
         ``[b, SJ]``.
     """
@@ -44,8 +48,34 @@ def joint_likelihood(A: list[Tensor], obs: Tensor) -> Tensor:
     for m, a in enumerate(A):
         idx = obs[:, m].long()
         rows = a[0, idx] if a.shape[0] == 1 else a[torch.arange(b, device=a.device), idx]
+        if mask is not None:
+            rows = torch.where(mask[:, m : m + 1], rows, torch.ones_like(rows))
         out = rows if out is None else out * rows
     return out  # type: ignore[return-value]
+
+
+def joint_log_likelihood(
+    lnA: Tensor, obs: Tensor, offsets: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """ln p(o|s) = Σ_m ln A_m[o_m, s] (each ln A_m floored as ``log_stable``, as pymdp 1.0
+    sums per-modality log-likelihoods), over the joint state.
+
+    Args:
+        lnA: ``[bA, Σ_m O_m, SJ]`` the modalities' ln A stacked (``bA`` 1 or ``b``).
+        obs: ``[b, M]`` integer indices.
+        offsets: ``[M]`` first row of each modality in ``lnA``.
+        mask: ``[b, M]`` bool, False where a modality was not observed (it adds 0), or None.
+    Returns:
+        ``[b, SJ]``.
+    """
+    rows = obs + offsets  # [b, M]
+    if lnA.shape[0] == 1:
+        per_modality = lnA[0][rows]
+    else:
+        per_modality = lnA.gather(1, rows.unsqueeze(-1).expand(-1, -1, lnA.shape[-1]))
+    if mask is not None:
+        per_modality = per_modality * mask.unsqueeze(-1)
+    return per_modality.sum(1)
 
 
 def _einsum_except(x: Tensor, qs: list[Tensor], keep: int, extra_lead: int = 0) -> Tensor:
@@ -83,6 +113,8 @@ def expected_log_likelihood(
         F tensors ``[b, S_f]``.
     """
     full = log_lik.reshape(log_lik.shape[0], *num_states)
+    if len(qs) == 2:  # two matrix-vector products, the common case, without einsum's overhead
+        return [(full @ qs[1].unsqueeze(-1)).squeeze(-1), (qs[0].unsqueeze(1) @ full).squeeze(1)]
     return [_einsum_except(full, qs, f) for f in range(len(qs))]
 
 
@@ -130,20 +162,46 @@ def fpi(
     if len(num_states) == 1:
         return [softmax(log_lik + log_prior[0])]
     b = log_lik.shape[0]
-    qs = [
-        torch.full((b, s), 1.0 / s, dtype=log_lik.dtype, device=log_lik.device) for s in num_states
-    ]
-    prev_vfe = variational_free_energy(qs, log_prior)
-    active = torch.full((b,), dF >= dF_tol, dtype=torch.bool, device=log_lik.device)
+    dt, dev = log_lik.dtype, log_lik.device
+    qs = [torch.full((b, s), 1.0 / s, dtype=dt, device=dev) for s in num_states]
+    log_qs = [torch.full((b, s), -math.log(s), dtype=dt, device=dev) for s in num_states]
+
+    def vfe(with_accuracy: bool) -> Tensor:
+        # F of variational_free_energy, with ln q known exactly (from the log-softmax)
+        terms = [(q * (lq - lp)).sum(-1) for q, lq, lp in zip(qs, log_qs, log_prior, strict=True)]
+        out = terms[0]
+        for t in terms[1:]:
+            out = out + t
+        if with_accuracy:
+            out = out - (log_lik * joint_from_marginals(qs)).sum(-1)
+        return out
+
+    if b == 1:  # one row: plain Python control flow and numbers, no masks
+        prev = float(vfe(with_accuracy=False))
+        running = dF >= dF_tol
+        for _ in range(num_iter):
+            if not running:
+                break
+            ell = expected_log_likelihood(log_lik, qs, num_states)
+            log_qs = [torch.log_softmax(e + lp, -1) for e, lp in zip(ell, log_prior, strict=True)]
+            qs = [lq.exp() for lq in log_qs]
+            new = float(vfe(with_accuracy=True))
+            running = abs(prev - new) >= dF_tol
+            prev = new
+        return qs
+    prev_vfe = vfe(with_accuracy=False)
+    active = torch.full((b,), dF >= dF_tol, dtype=torch.bool, device=dev)
     for _ in range(num_iter):
         if not bool(active.any()):
             break
         ell = expected_log_likelihood(log_lik, qs, num_states)
-        new = [softmax(e + lp) for e, lp in zip(ell, log_prior, strict=True)]
-        qs = [torch.where(active[:, None], n, q) for n, q in zip(new, qs, strict=True)]
-        vfe = variational_free_energy(qs, log_prior, log_lik)
-        change = (prev_vfe - vfe).abs()
-        prev_vfe = torch.where(active, vfe, prev_vfe)
+        new_log = [torch.log_softmax(e + lp, -1) for e, lp in zip(ell, log_prior, strict=True)]
+        keep = active[:, None]
+        log_qs = [torch.where(keep, n, q) for n, q in zip(new_log, log_qs, strict=True)]
+        qs = [lq.exp() for lq in log_qs]
+        new_vfe = vfe(with_accuracy=True)
+        change = (prev_vfe - new_vfe).abs()
+        prev_vfe = torch.where(active, new_vfe, prev_vfe)
         active = active & (change >= dF_tol)
     return qs
 
@@ -167,8 +225,23 @@ def _transition_operators(B: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _apply(q: Tensor, op: Tensor, actions: Tensor, num_actions: int) -> Tensor:
-    """Messages for chosen actions: ``q [b, P, S]``, ``op [bB, S, U·S]``, ``actions [b, P]``."""
+    """Messages for chosen actions: ``q [b, P, S]``, ``op [bB, S, U·S]``, ``actions [b, P]``.
+
+    Returns ``[b, P, S']`` with ``out[b, p] = q[b, p] @ op[:, u, :]`` for ``u = actions[b, p]``.
+    """
     b, p, s = q.shape
+    if b * p < num_actions:
+        # fewer rows than actions: copy out the chosen operators and apply only those
+        # (reads b·P·S·S' instead of the whole U·S·S' operator)
+        ops = op.reshape(op.shape[0], s, num_actions, -1)
+        a = actions.long()
+        if op.shape[0] == 1:
+            w = ops[0].transpose(0, 1)[a.reshape(-1)]  # [b·P, S, S']
+        else:
+            rows = torch.arange(b, device=a.device).repeat_interleave(p)
+            w = ops[rows, :, a.reshape(-1), :]  # [b·P, S, S']
+        return torch.bmm(q.reshape(b * p, 1, s), w).reshape(b, p, -1)
+    # many rows: one product for all actions, then pick (a GEMM beats b·P small ones)
     if op.shape[0] == 1:
         all_u = (q.reshape(b * p, s) @ op[0]).reshape(b, p, num_actions, -1)
     else:

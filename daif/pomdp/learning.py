@@ -42,6 +42,7 @@ def update_obs_likelihood_dirichlet(
     lr: float = 1.0,
     fr: float = 1.0,
     modalities: list[int] | None = None,
+    mask: Tensor | None = None,
 ) -> list[Tensor]:
     """Posterior counts over A after observing ``obs`` in belief ``qs``.
 
@@ -51,6 +52,8 @@ def update_obs_likelihood_dirichlet(
         obs: ``[b, M]`` observation indices.
         qs: F tensors ``[b, S_f]``.
         modalities: which to update (default all).
+        mask: ``[b, M]`` bool, False where a modality was not observed (no counts added
+            for it in that row), or None.
     Returns:
         new counts ``[b, O_m, S_1..S_F]``.
     """
@@ -61,6 +64,8 @@ def update_obs_likelihood_dirichlet(
     for m in mods:
         p = pA[m]
         o = onehot(obs[:, m], p.shape[1], joint.dtype)  # [b, O]
+        if mask is not None:
+            o = o * mask[:, m : m + 1]
         dfda = (o.unsqueeze(-1) * joint.unsqueeze(1)).reshape(joint.shape[0], *p.shape[1:])
         out[m] = fr * p + lr * dfda * (A[m] > 0)
     return out

@@ -22,6 +22,7 @@ __all__ = [
     "norm_dist",
     "onehot",
     "wnorm",
+    "wnorm_exact",
 ]
 
 
@@ -84,6 +85,33 @@ def wnorm(counts: Tensor, dim: int = 0) -> Tensor:
     """
     a = counts + EPS
     return 1.0 / a.sum(dim=dim, keepdim=True) - 1.0 / a
+
+
+def wnorm_exact(counts: Tensor, dim: int = 0) -> Tensor:
+    """Exact Dirichlet novelty weights (pymdp 1.0's default): minus the information gain
+    about the parameters from one outcome of each category.
+
+    For θ ~ Dir(a) along ``dim`` with a₀ = Σ_j a_j, observing category i once turns the
+    prior into Dir(a + e_i), with p(θ | i) = θ_i p(θ) / p(i) and p(i) = a_i / a₀. The
+    information gain is
+
+        KL[Dir(a + e_i) ‖ Dir(a)] = E_{Dir(a+e_i)}[ln θ_i] − ln(a_i / a₀)
+                                  = ψ(a_i + 1) − ψ(a₀ + 1) + ln a₀ − ln a_i  (≥ 0),
+
+    and W_i is its negative, so −q(o)·W q(s) is the expected information gain as with
+    :func:`wnorm`. For large counts ψ(x + 1) ≈ ln x + 1/(2x) gives
+    W ≈ (1/a₀ − 1/a_i) / 2, half SPM's ``spm_wnorm`` approximation. Counts are floored
+    at ``EPS`` (as pymdp clips at machine epsilon).
+
+    Args:
+        counts: ``[..., O, ...]`` non-negative concentrations, ``dim`` the outcome axis.
+    Returns:
+        same shape, ≤ 0.
+    """
+    a = counts.clamp(min=EPS)
+    a0 = a.sum(dim=dim, keepdim=True)
+    gain = torch.digamma(a + 1.0) - torch.digamma(a0 + 1.0) + torch.log(a0) - torch.log(a)
+    return -gain
 
 
 def onehot(index: Tensor, n: int, dtype: torch.dtype) -> Tensor:

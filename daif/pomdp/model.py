@@ -7,8 +7,11 @@ Conventions follow pymdp / SPM:
   factors only, ``[O_m, *(S_f for f in A_factor_list[m])]``; it is broadcast to all
   factors here so the rest of the package sees one layout.
 * ``B[f]``: ``[S_f, S_f, U_f]`` transition p(s'_f | s_f, u_f) (next state first); a
-  2-D ``B[f]`` is an uncontrollable factor with one action.
-* ``C[m]``: ``[O_m]`` relative log-preferences (softmaxed into ln P̃(o) when used).
+  2-D ``B[f]`` is an uncontrollable factor with one action. With ``B_dependencies[f]``
+  the next state may depend on several factors (pymdp 1.0's layout):
+  ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``, p(s'_f | s_deps, u_f).
+* ``C[m]``: ``[O_m]`` relative log-preferences (softmaxed into ln P̃(o) when used), or
+  ``[T, O_m]``: the preferences of each planning step (row t for the t-th step ahead).
 * ``D[f]``: ``[S_f]`` prior over initial states.
 * ``E``: ``[P]`` prior over policies (checked against the policies by the agent).
 * ``pA``, ``pB``, ``pD``: Dirichlet counts with the shapes of A, B, D.
@@ -113,6 +116,8 @@ class GenerativeModel:
         E: prior over policies ``[P]`` (default uniform; length checked by the agent).
         pA, pB, pD: Dirichlet counts (optional; enable learning).
         A_factor_list: for each modality, the factors its A depends on (default all).
+        B_dependencies: for each factor f, the factors its next state depends on (default
+            ``[f]``); ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``.
         atol: tolerance for "sums to 1".
         dtype: floating dtype of the stored tensors.
     """
@@ -128,6 +133,7 @@ class GenerativeModel:
         pB: ArrayLike | None = None,
         pD: ArrayLike | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
+        B_dependencies: Sequence[Sequence[int]] | None = None,
         atol: float = 1e-4,
         dtype: torch.dtype = torch.float64,
     ) -> None:
@@ -155,21 +161,36 @@ class GenerativeModel:
             else as_tensor_list(B, "B", dtype, 2)
         )
 
-        # ---- B: [S, S, U]
+        # ---- B: [S_f, *S_deps, U] (deps default [f]: [S, S, U])
+        nf = len(B_list)
+        if B_dependencies is None:
+            B_dependencies = [[f] for f in range(nf)]
+        if len(B_dependencies) != nf:
+            raise ValueError(
+                f"B_dependencies has {len(B_dependencies)} entries but B has {nf} factors"
+            )
+        self.B_dependencies = [list(map(int, deps)) for deps in B_dependencies]
+        self.num_states = [int(b.shape[0]) for b in B_list]
         self.B: list[Tensor] = []
-        for f, b in enumerate(B_list):
-            if b.ndim == 2:
+        for f, (b, deps) in enumerate(zip(B_list, self.B_dependencies, strict=True)):
+            for d in deps:
+                if not 0 <= d < nf:
+                    raise ValueError(f"B_dependencies[{f}] names factor {d}; there are {nf}")
+            expected = tuple(self.num_states[d] for d in deps)
+            if b.ndim == 1 + len(deps):  # no action axis: an uncontrolled factor
                 b = b.unsqueeze(-1)
-            if b.ndim != 3 or b.shape[0] != b.shape[1]:
-                raise ValueError(
-                    f"B[{f}] must have shape [S, S, U] (next state, state, action); "
-                    f"got {tuple(b.shape)}"
+            if b.ndim != 2 + len(deps) or tuple(b.shape[1:-1]) != expected:
+                layout = (
+                    "[S, S, U] (next state, state, action)"
+                    if deps == [f]
+                    else f"[S, *{list(expected)}, U] (next state, the states of factors {deps}, "
+                    "action)"
                 )
+                raise ValueError(f"B[{f}] must have shape {layout}; got {tuple(b.shape)}")
             _check_columns(b, f"B[{f}]", atol)
             self.B.append(b)
-        self.num_states = [int(b.shape[0]) for b in self.B]
-        self.num_factors = len(self.B)
-        self.num_controls = [int(b.shape[2]) for b in self.B]
+        self.num_factors = nf
+        self.num_controls = [int(b.shape[-1]) for b in self.B]
 
         # ---- A: [O, S_1..S_F] (broadcast from the factors it depends on)
         if A_factor_list is None:
@@ -209,7 +230,10 @@ class GenerativeModel:
         if self.pB is not None:
             if len(self.pB) != self.num_factors:
                 raise ValueError(f"pB has {len(self.pB)} factors, B has {self.num_factors}")
-            self.pB = [p.unsqueeze(-1) if p.ndim == 2 else p for p in self.pB]
+            self.pB = [
+                p.unsqueeze(-1) if p.ndim == b.ndim - 1 else p
+                for p, b in zip(self.pB, self.B, strict=True)
+            ]
             for f, (p, b) in enumerate(zip(self.pB, self.B, strict=True)):
                 if p.shape != b.shape:
                     raise ValueError(f"pB[{f}] has shape {tuple(p.shape)}, B[{f}] {tuple(b.shape)}")
@@ -222,12 +246,21 @@ class GenerativeModel:
             if len(self.C) != self.num_modalities:
                 raise ValueError(f"C has {len(self.C)} modalities, A has {self.num_modalities}")
             for m, c in enumerate(self.C):
-                if tuple(c.shape) != (self.num_obs[m],):
+                if c.ndim not in (1, 2) or c.shape[-1] != self.num_obs[m] or c.shape[0] == 0:
                     raise ValueError(
-                        f"C[{m}] has shape {tuple(c.shape)}, expected ({self.num_obs[m]},)"
+                        f"C[{m}] has shape {tuple(c.shape)}, expected ({self.num_obs[m]},) or "
+                        f"(T, {self.num_obs[m]}) for preferences per planning step"
                     )
 
-        # ---- D
+        # ---- D (pD checked first: without D it defines D)
+        if self.pD is not None:
+            if len(self.pD) != self.num_factors:
+                raise ValueError(f"pD has {len(self.pD)} factors, B has {self.num_factors}")
+            for f, p in enumerate(self.pD):
+                if tuple(p.shape) != (self.num_states[f],):
+                    raise ValueError(
+                        f"pD[{f}] has shape {tuple(p.shape)}, expected ({self.num_states[f]},)"
+                    )
         if D is None:
             if self.pD is not None:
                 self.D = [norm_dist(p) for p in self.pD]
@@ -243,14 +276,6 @@ class GenerativeModel:
                     f"D[{f}] has shape {tuple(d.shape)}, expected ({self.num_states[f]},)"
                 )
             _check_vector(d, f"D[{f}]", atol)
-        if self.pD is not None:
-            if len(self.pD) != self.num_factors:
-                raise ValueError(f"pD has {len(self.pD)} factors, B has {self.num_factors}")
-            for f, p in enumerate(self.pD):
-                if tuple(p.shape) != (self.num_states[f],):
-                    raise ValueError(
-                        f"pD[{f}] has shape {tuple(p.shape)}, D[{f}] ({self.num_states[f]},)"
-                    )
 
         # ---- E
         self.E: Tensor | None = None

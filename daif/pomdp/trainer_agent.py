@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from daif.images import heatmap
-from daif.maths import entropy, log_stable
+from daif.maths import entropy
 from daif.pomdp import control, inference, learning
 from daif.pomdp.agent import Agent, check_obs
 from daif.pomdp.tasks import build_model
@@ -53,6 +53,8 @@ class POMDPAgent:
         action_selection: how training actions are chosen ("stochastic" samples
             σ(α ln q(u)); evaluation always takes the argmax).
         use_utility, use_states_info_gain, use_param_info_gain: EFE terms.
+        info_gain, param_info_gain: "joint" / "approx" (SPM, pymdp 0.0.7.1) or
+            "per_modality" / "exact" (pymdp 1.0); see :mod:`daif.pomdp.control`.
         learn_B: learn transitions with Dirichlet counts, starting from uniform B.
         pB_scale: prior count per entry when ``learn_B``.
         lr_pB, fr_pB: learning rate and forgetting factor of pB.
@@ -81,6 +83,8 @@ class POMDPAgent:
         use_utility: bool = True,
         use_states_info_gain: bool = True,
         use_param_info_gain: bool = False,
+        info_gain: str = "joint",
+        param_info_gain: str = "approx",
         learn_B: bool = False,
         pB_scale: float = 1.0,
         lr_pB: float = 1.0,
@@ -146,6 +150,8 @@ class POMDPAgent:
                 use_utility=use_utility,
                 use_states_info_gain=use_states_info_gain,
                 use_param_info_gain=use_param_info_gain,
+                info_gain=info_gain,
+                param_info_gain=param_info_gain,
                 lr_pB=lr_pB,
                 fr_pB=fr_pB,
                 inference_algo="mmp" if algo == "mmp" else "fpi",
@@ -234,11 +240,9 @@ class POMDPAgent:
 
     def _posterior(self, o: Tensor, prior: list[Tensor]) -> list[Tensor]:
         c = self.core
-        lik = inference.joint_likelihood(c.prep.A_flat, o)
+        log_lik = inference.joint_log_likelihood(c.prep.lnA, o, c.prep.obs_offsets)
         p = c.inference_params
-        return inference.fpi(
-            log_stable(lik), prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"]
-        )
+        return inference.fpi(log_lik, prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"])
 
     @torch.no_grad()
     def act(

@@ -21,7 +21,7 @@ from daif.protocol import Agent, AgentContext, Transition
 from daif.utils import NonFiniteLossError
 from daif.validation import ConfigError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+LOGGING_DOC = Path(__file__).resolve().parents[1] / "docs" / "logging.md"
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = [
     "agent.latent_dim=4",
@@ -192,19 +192,19 @@ def test_risk_is_negative_log_preference_of_outcome() -> None:
 
 
 # ------------------------------------------------------------------ learning and errors
-def _readme_scalar_tags(writer: str) -> set[str]:
-    """Scalar tags the README's TensorBoard table attributes to ``writer``."""
-    rows = [ln for ln in README.read_text().splitlines() if ln.startswith("| `")]
+def _documented_scalar_tags(writer: str) -> set[str]:
+    """Scalar tags the TensorBoard table of docs/logging.md attributes to ``writer``."""
+    rows = [ln for ln in LOGGING_DOC.read_text().splitlines() if ln.startswith("| `")]
     cells = [ln.split("|")[1] for ln in rows if ln.split("|")[2].strip().startswith(writer)]
     return {t for c in cells for t in re.findall(r"`([\w]+/[\w]+)`", c.split("; image")[0])}
 
 
-def test_update_returns_the_terms_the_readme_lists() -> None:
+def test_update_returns_the_terms_the_logging_doc_lists() -> None:
     agent = make_agent()
     assert agent.update(0) == {}  # nothing observed yet
     fill(agent)
     metrics = agent.update(64)
-    assert set(metrics) == _readme_scalar_tags("deep agent")
+    assert set(metrics) == _documented_scalar_tags("deep agent")
     assert all(torch.isfinite(v) for v in metrics.values())
     # reward 1 with temperature 1: risk = −ln P̃(r=1, d) ∈ {−1 − 0·d}
     assert metrics["efe/risk"].item() == pytest.approx(-1.0)

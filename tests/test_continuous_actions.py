@@ -24,6 +24,7 @@ from daif.protocol import AgentContext, Transition
 from daif.trainer import train
 from daif.validation import ConfigError
 from tests.conftest import ROOT
+from tests.test_agent_core import _documented_scalar_tags
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 SMALL = [
@@ -161,8 +162,9 @@ def test_replay_keeps_actions_in_unit_box_and_a_gradient_step_trains_the_actor()
     before = [p.clone() for p in agent.actor.parameters()]
     log_alpha = agent.temperature.log_alpha.item()
     metrics = agent.update(64)
-    for tag in ("losses/critic_td", "losses/actor", "policy/entropy", "policy/precision"):
-        assert torch.isfinite(metrics[tag]), tag
+    documented = _documented_scalar_tags("deep agent")
+    assert set(metrics) == documented | _documented_scalar_tags("continuous deep agent")
+    assert all(torch.isfinite(v) for v in metrics.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters(), strict=True))
     assert agent.temperature.log_alpha.item() != log_alpha
 

@@ -41,12 +41,14 @@ SMALL = [
 ]
 
 
-def continuous_agent(action_space: gym.spaces.Box, *overrides: str, obs_dim: int = 3):
+def continuous_agent(
+    action_space: gym.spaces.Box, *overrides: str, obs_dim: int = 3, amp: str = "off"
+):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("train", overrides=["env=pendulum", *SMALL, *overrides])
     torch.manual_seed(0)
     obs_space = gym.spaces.Box(-1.0, 1.0, (obs_dim,), np.float32)
-    return make_agent(cfg.agent, AgentContext(obs_space, action_space))
+    return make_agent(cfg.agent, AgentContext(obs_space, action_space, amp=amp))
 
 
 def test_squashed_gaussian_density_against_the_change_of_variables_by_hand():
@@ -142,9 +144,10 @@ def test_information_gain_is_zero_when_every_member_agrees_for_continuous_action
     assert (gain_lo > 0).all() and not torch.allclose(gain_lo, gain_hi)
 
 
-def test_replay_keeps_actions_in_unit_box_and_a_gradient_step_trains_the_actor():
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_replay_keeps_actions_in_unit_box_and_a_gradient_step_trains_the_actor(amp):
     space = gym.spaces.Box(np.array([-2.0], np.float32), np.array([2.0], np.float32))
-    agent = continuous_agent(space)
+    agent = continuous_agent(space, amp=amp)
     rng = np.random.default_rng(0)
     for i in range(64):
         agent.observe(

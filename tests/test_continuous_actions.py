@@ -181,6 +181,8 @@ def test_a_discrete_agent_config_on_a_continuous_env_is_refused_by_name():
     unbounded = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
     with pytest.raises(ConfigError, match="finite bounds"):
         continuous_agent(unbounded)
+    with pytest.raises(ConfigError, match=r"agent\.target_entropy: expected a finite number"):
+        continuous_agent(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), "agent.target_entropy=nan")
 
 
 @pytest.mark.slow

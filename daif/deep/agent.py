@@ -144,8 +144,7 @@ class DeepActiveInferenceAgent:
             groups.append({"params": self._actor_params})
             self._base_lrs = (*self._base_lrs, c.lr)
             self.target_entropy = -float(na) if c.target_entropy is None else c.target_entropy
-            low = torch.as_tensor(action_space.low, dtype=torch.float32)
-            high = torch.as_tensor(action_space.high, dtype=torch.float32)
+            low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
             self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
         self.optimizer = torch.optim.Adam(
             groups,
@@ -238,8 +237,7 @@ class DeepActiveInferenceAgent:
             if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):
                 raise NonFiniteLossError("actor q(a|s)", None)
             a = torch.tanh(mean) if deterministic else maths.squashed_gaussian_sample(mean, std)[0]
-        a = a.float().cpu()
-        return (self._action_center + self._action_scale * a).numpy()
+        return self._action_center + self._action_scale * a.float().cpu().numpy()
 
     # ------------------------------------------------------------------ learning
     def check_budget(self, total_steps: int) -> None:
@@ -260,9 +258,7 @@ class DeepActiveInferenceAgent:
     def observe(self, transition: Transition) -> None:
         """Store one vectorised step in replay (continuous actions in [−1, 1] units)."""
         if self.continuous:
-            scaled = (np.asarray(transition.action) - self._action_center.numpy()) / (
-                self._action_scale.numpy()
-            )
+            scaled = (np.asarray(transition.action) - self._action_center) / self._action_scale
             transition = dataclasses.replace(transition, action=np.clip(scaled, -1.0, 1.0))
         self.replay.add(transition)
         self.env_steps += self.num_envs

@@ -123,6 +123,8 @@ class DeepAgentConfig:
         check_choice("agent.epistemic_estimate", self.epistemic_estimate, EPISTEMIC_ESTIMATES)
         check_range("agent.terminal_fraction", self.terminal_fraction, 0.0, 1.0)
         check_int("agent.nan_check_interval", self.nan_check_interval, minimum=1)
+        if self.target_entropy is not None:
+            check_range("agent.target_entropy", self.target_entropy, -1e6, 1e6)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DeepAgentConfig:

@@ -10,14 +10,15 @@ sequence (s_0, a_0, o_1, …, s_L):
 where m is the first step whose episode ended (terminated or truncated), else L − 1. A
 time-limit truncation stops the sum but keeps the bootstrap; only termination zeroes it.
 
+By linearity the sum splits into an observed part (risk needs only the outcomes in replay)
+and an epistemic part (ambiguity and information gain need the world model); the two are
+computed apart (:mod:`daif.deep.epistemic`) and added.
+
 With continuous actions q(a|s) is an amortised actor instead of a softmax over G, and the
 policy's own free energy enters: the actor minimises F[q] = E_q[G(s, a)] − α·H[q(·|s)],
 whose minimiser over all densities is q ∝ exp(−G/α), the continuous form of
 softmax(−β·G) with precision β = 1/α; accordingly V(s) = E_q[G(s, a) + α ln q(a|s)].
 α is tuned so that H[q] stays near a target entropy (as in SAC).
-By linearity the sum splits into an observed part (risk needs only the outcomes in replay)
-and an epistemic part (ambiguity and information gain need the world model); the two are
-computed apart (:mod:`daif.deep.epistemic`) and added.
 """
 
 from __future__ import annotations

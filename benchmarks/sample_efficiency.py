@@ -76,7 +76,8 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "acrobot": ("Acrobot-v1", -100.0, 100_000),
     "mountaincar": ("MountainCar-v0", -130.0, 100_000),
     "lunarlander": ("LunarLander-v3", 200.0, 200_000),
-    "cartpole_pixels": ("daif/CartPolePixels-v0", 475.0, 50_000),
+    "cartpole_pixels": ("daif/CartPolePixels-v0", 475.0, 100_000),
+    "cartpole_masked": ("daif/CartPoleMasked-v0", 475.0, 50_000),
     "pendulum": ("Pendulum-v1", -200.0, 15_000),
     "mountaincar_continuous": ("MountainCarContinuous-v0", 90.0, 50_000),
 }
@@ -88,6 +89,30 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
 # rewards), as the zoo does; "n_timesteps" is the zoo's training length, which sets
 # the length of every schedule.
 ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    # sb3-contrib's RecurrentPPO (the zoo's ppo_lstm.yml); daif/CartPoleMasked-v0 is the
+    # zoo's CartPoleNoVel-v1 (the same [x, θ] observation and bounds)
+    "recurrent_ppo": {
+        "daif/CartPoleMasked-v0": {
+            "n_envs": 8,
+            "n_timesteps": 100_000,
+            "normalize": {"norm_obs": True, "norm_reward": False},
+            "n_steps": 32,
+            "batch_size": 256,
+            "gae_lambda": 0.8,
+            "gamma": 0.98,
+            "n_epochs": 20,
+            "ent_coef": 0.0,
+            "learning_rate": "lin_0.001",
+            "clip_range": "lin_0.2",
+            "policy_kwargs": {
+                "ortho_init": False,
+                "activation_fn": "ReLU",
+                "lstm_hidden_size": 64,
+                "enable_critic_lstm": True,
+                "net_arch": {"pi": [64], "vf": [64]},
+            },
+        },
+    },
     "sac": {
         "Pendulum-v1": {"n_timesteps": 20_000, "learning_rate": 1e-3},
         "MountainCarContinuous-v0": {
@@ -536,8 +561,8 @@ def run_sb3(
     stop_at: float | None = None,
     eval_interval: int = EVAL_INTERVAL,
 ) -> RunResult:
-    """Train SB3 ``ppo``, ``dqn``, ``sac`` or ``td3`` with the zoo's hyperparameters, same
-    eval protocol (``stop_at`` as in :func:`run_daif`)."""
+    """Train SB3 ``ppo``, ``dqn``, ``sac`` or ``td3`` (or sb3-contrib's ``recurrent_ppo``)
+    with the zoo's hyperparameters, same eval protocol (``stop_at`` as in :func:`run_daif`)."""
     _worker_setup()
     out = RunResult(algo=algo, seed=seed)
     try:
@@ -547,9 +572,17 @@ def run_sb3(
         from stable_baselines3.common.evaluation import evaluate_policy
         from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
+        import daif.envs  # noqa: F401  (registers daif/ ids for the baselines' gym.make)
+
         if env_id not in ZOO_HYPERPARAMS[algo]:
             raise ValueError(f"no RL Zoo hyperparameters for {algo} on {env_id}")
         hp = dict(ZOO_HYPERPARAMS[algo][env_id])
+        if isinstance(hp.get("policy_kwargs", {}).get("activation_fn"), str):
+            import torch
+
+            kwargs = dict(hp["policy_kwargs"])
+            kwargs["activation_fn"] = getattr(torch.nn, kwargs["activation_fn"])
+            hp["policy_kwargs"] = kwargs
         n_envs = hp.pop("n_envs", 1)
         zoo_steps = hp.pop("n_timesteps")
         normalize = hp.pop("normalize", False)
@@ -580,10 +613,16 @@ def run_sb3(
         env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
         eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
         if normalize:
-            env = VecNormalize(env, gamma=hp["gamma"])
+            norm = normalize if isinstance(normalize, dict) else {}
+            env = VecNormalize(env, gamma=hp["gamma"], **norm)
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        cls = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
-        model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+        if algo == "recurrent_ppo":
+            from sb3_contrib import RecurrentPPO
+
+            model = RecurrentPPO("MlpLstmPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+        else:
+            cls = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
+            model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
 
         class EvalEvery(BaseCallback):
             """Evaluate every ``eval_interval`` steps; stop at the budget; time only training."""
@@ -639,8 +678,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--baselines",
         default=None,
-        help="comma list of ppo,dqn,sac,td3 or 'none' (default: the zoo's for the env, if "
-        "stable-baselines3 is installed)",
+        help="comma list of ppo,dqn,sac,td3,recurrent_ppo or 'none' (default: the zoo's for "
+        "the env, if stable-baselines3 is installed)",
     )
     p.add_argument(
         "--ablate",

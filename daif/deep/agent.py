@@ -117,15 +117,14 @@ class DeepActiveInferenceAgent:
             )
         self.num_actions = int(action_space.shape[0]) if self.continuous else int(action_space.n)
         obs_shape = tuple(int(d) for d in observation_space.shape)
-        z, na = c.latent_dim, self.num_actions
+        na = self.num_actions
         acts = {"num_actions": na, **({"continuous": True} if self.continuous else {})}
-        self.world_model = WorldModel(
-            encoder(obs_shape=obs_shape, latent_dim=z),
-            decoder(latent_dim=z, obs_shape=obs_shape),
-            transition(latent_dim=z, **acts),
-            outcome(latent_dim=z, **acts),
+        self.world_model = self._build_world_model(
+            {"encoder": encoder, "decoder": decoder, "transition": transition, "outcome": outcome},
             observation_space,
+            acts,
         ).to(self.device)
+        z = self.world_model.feature_dim
         self.critic = critic(latent_dim=z, **acts).to(self.device)
         self.preference = preference().to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -175,6 +174,21 @@ class DeepActiveInferenceAgent:
         if compile:
             self._critic_fn = torch.compile(self.critic_loss, dynamic=False)
             self._model_fn = torch.compile(self.world_model.free_energy, dynamic=False)
+
+    def _build_world_model(
+        self, nets: dict[str, Factory], observation_space: gym.spaces.Box, acts: dict[str, Any]
+    ) -> nn.Module:
+        """The generative model from its network factories (``acts``: the action keywords
+        the action-conditioned networks take)."""
+        z = self.config.latent_dim
+        obs_shape = tuple(int(d) for d in observation_space.shape)
+        return WorldModel(
+            nets["encoder"](obs_shape=obs_shape, latent_dim=z),
+            nets["decoder"](latent_dim=z, obs_shape=obs_shape),
+            nets["transition"](latent_dim=z, **acts),
+            nets["outcome"](latent_dim=z, **acts),
+            observation_space,
+        )
 
     @classmethod
     def from_context(cls, ctx: AgentContext, **hparams: Any) -> DeepActiveInferenceAgent:
@@ -326,21 +340,34 @@ class DeepActiveInferenceAgent:
             "policy/precision": 1.0 / alpha.detach(),
         }
 
-    def _gradient_step(self) -> dict[str, Tensor]:
+    def _sample(self) -> dict[str, Tensor]:
+        """A replayed batch of ``[B, n_step]`` sequences."""
         c = self.config
-        batch = self.replay.sample(c.batch_size, c.n_step, c.terminal_fraction)
-        scale = c.lr_scale_at(self.env_steps)
-        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
-            group["lr"] = base * scale
-        train_model = self.num_updates % c.model_update_every == 0
+        return self.replay.sample(c.batch_size, c.n_step, c.terminal_fraction)
+
+    def _loss(
+        self, batch: dict[str, Tensor], train_model: bool
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """The step's loss: the critic's (and actor's), plus the world model's free energy
+        when ``train_model``; ``(loss, metrics, mean raw ambiguity seen or None)``."""
         if train_model:
             self.epistemic.refresh(self.replay, batch)
         with autocast(self.device, self.amp):
             loss, metrics, ambiguity_seen = self._critic_fn(batch)
             if train_model:
-                model_loss, model_metrics = self._model_fn(batch, c.free_nats)
+                model_loss, model_metrics = self._model_fn(batch, self.config.free_nats)
                 loss = loss + model_loss
                 self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
+        return loss, metrics, ambiguity_seen
+
+    def _gradient_step(self) -> dict[str, Tensor]:
+        c = self.config
+        batch = self._sample()
+        scale = c.lr_scale_at(self.env_steps)
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * scale
+        train_model = self.num_updates % c.model_update_every == 0
+        loss, metrics, ambiguity_seen = self._loss(batch, train_model)
         for p in self._params:
             p.grad = None  # zero_grad(set_to_none=True) without its overhead
         self.scaler.scale(loss).backward()

@@ -83,6 +83,11 @@ class DeepAgentConfig:
     model writes when it trains on a transition: critic-only steps then run no model)."""
     terminal_fraction: float = 0.0
     """Share of each batch drawn around stored terminations (0: uniform replay)."""
+    seq_len: int = 32
+    """Recurrent world model: steps per replayed sequence (``batch_size`` sequences a step)."""
+    burn_in: int = 8
+    """Recurrent world model: the first steps of a sequence, where the memory is still
+    warming up from zero, are filtered but do not start critic targets."""
     nan_check_interval: int = 100
     """Gradient steps between checks that every loss so far was finite (one host sync)."""
     target_entropy: float | None = None
@@ -122,6 +127,8 @@ class DeepAgentConfig:
         check_choice("agent.critic_trains_encoder", self.critic_trains_encoder, (True, False))
         check_choice("agent.epistemic_estimate", self.epistemic_estimate, EPISTEMIC_ESTIMATES)
         check_range("agent.terminal_fraction", self.terminal_fraction, 0.0, 1.0)
+        check_int("agent.seq_len", self.seq_len, minimum=1)
+        check_int("agent.burn_in", self.burn_in, minimum=0)
         check_int("agent.nan_check_interval", self.nan_check_interval, minimum=1)
         if self.target_entropy is not None:
             check_range("agent.target_entropy", self.target_entropy, -1e6, 1e6)

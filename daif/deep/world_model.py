@@ -81,6 +81,11 @@ class WorldModel(nn.Module):
         self.register_buffer("obs_center", center, persistent=False)
         self.register_buffer("obs_scale", scale, persistent=False)
 
+    @property
+    def feature_dim(self) -> int:
+        """Z, the size of the latent the critic reads."""
+        return int(self.encoder.latent_dim)
+
     def preprocess(self, obs: Tensor) -> Tensor:
         """Raw observations ``[..., *obs_shape]`` → network inputs (float32, scaled)."""
         return (obs.float() - self.obs_center) / self.obs_scale

@@ -24,6 +24,8 @@ from daif.validation import ConfigError
 _DAIF_ENVS: dict[str, str] = {
     # deep agent, pixel observations (rendered CartPole frames, grey, stacked)
     "daif/CartPolePixels-v0": "daif.envs.pixels:make_cartpole_pixels",
+    # deep agent, partial observations (CartPole without its velocities)
+    "daif/CartPoleMasked-v0": "daif.envs.masked:make_cartpole_masked",
     # discrete-POMDP tasks
     "daif/TMaze-v0": "daif.envs.tmaze:TMazeEnv",
     "daif/GridWorld-v0": "daif.envs.gridworld:GridWorldEnv",

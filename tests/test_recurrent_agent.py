@@ -167,6 +167,19 @@ def test_free_energy_terms_are_finite_and_the_kl_respects_free_bits(tmp_path):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("trains", [False, True])
+def test_the_critic_shapes_the_filter_only_when_asked(tmp_path, trains):
+    agent = _agent(tmp_path, f"agent.critic_trains_encoder={str(trains).lower()}")
+    _fill(agent)
+    batch = agent.replay.sample(4, 8)
+    _, _, post = agent.world_model.free_energy(batch, free_nats=1.0)
+    loss, metrics, _ = agent.critic_loss_on(batch, post)
+    loss.backward()
+    cell = agent.world_model.rssm.cell.weight_hh
+    assert (cell.grad is not None and cell.grad.abs().sum() > 0) == trains
+    assert torch.isfinite(metrics["efe/G"]) and agent.critic.net[0].weight.grad is not None
+
+
 # ------------------------------------------------------------------ acting with memory
 
 

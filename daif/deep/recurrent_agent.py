@@ -3,7 +3,7 @@ partially observed tasks.
 
 Acting: the agent carries (h, s, a) of each env through the trainer's per-episode
 ``state``; at every step it filters the new observation, h_t = f(h_{t−1}, s_{t−1}, a_{t−1})
-and s_t ~ q(s_t | h_t, o_t), and picks a ~ softmax(−β·G(h_t, s_t, ·)) (its mode when
+and s_t ~ q(s_t | h_t, o_t), and picks a ~ softmax(−β·G(h_t, μ_t, ·)) (its mode when
 ``deterministic``). Rows whose ``episode_start`` is set restart from (0, 0, 0), as the model
 does at an episode's first step in training.
 
@@ -11,13 +11,13 @@ Learning, one gradient step on B replayed sequences of T = ``seq_len`` steps:
 
 1. the world model filters each sequence and its free energy is the model's loss
    (:mod:`daif.deep.recurrent_model`);
-2. the critic G(h, s, a), an amortised expected free energy over the model's latent, is
-   regressed on n-step targets at every step t ≥ ``burn_in`` whose window fits in the
-   sequence (the first steps' memory is still warming up from a zero state). The target
-   sums observed risk plus the model's ambiguity and information gain at each step
-   (:mod:`daif.deep.efe`, weights as for the feed-forward agent) and bootstraps from the
-   target critic at the filtered next state, read with the critic's own features detached:
-   the latent is shaped by the free energy alone.
+2. the critic G(h, μ, a), an amortised expected free energy over the model's memory h and
+   posterior mean μ, is regressed on n-step targets at every step t ≥ ``burn_in`` whose
+   window fits in the sequence (the first steps' memory is still warming up from a zero
+   state). The target sums observed risk plus the model's ambiguity and information gain
+   at each step (:mod:`daif.deep.efe`, weights as for the feed-forward agent) and
+   bootstraps from the target critic at the filtered next state. The critic's features are
+   detached unless ``critic_trains_encoder``: then the TD error shapes the filter too.
 
 The critic learns on real replayed outcomes rather than in imagination: on a CPU, the
 filtered sequences the model needs anyway give B·(T − burn_in − n + 1) critic samples per
@@ -76,11 +76,10 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
                 f"agent.epistemic_estimate={c.epistemic_estimate!r}: the recurrent model "
                 "evaluates the epistemic terms on the filtered sequence; use 'exact'"
             )
-        if c.model_update_every != 1 or c.critic_trains_encoder:
+        if c.model_update_every != 1:
             raise ConfigError(
-                f"agent.model_update_every={c.model_update_every} / agent.critic_trains_encoder="
-                f"{c.critic_trains_encoder}: the recurrent model trains on every step (its "
-                "filter runs anyway) and the critic reads its features detached; use 1 / false"
+                f"agent.model_update_every={c.model_update_every}: the recurrent model trains "
+                "on every step (its filter runs anyway); use 1"
             )
         if c.burn_in + c.n_step > c.seq_len:
             raise ConfigError(
@@ -124,13 +123,14 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
     def filter_obs(
         self, obs: Tensor, state: RecurrentState, episode_start: np.ndarray
     ) -> tuple[Tensor, RecurrentState]:
-        """One filter step on a batch of envs: ``obs[N, ...]`` → (features ``[N, H + S]``,
-        the state with the new h, s and the previous action still in place)."""
+        """One filter step on a batch of envs: ``obs[N, ...]`` → (the critic's features
+        (h, μ) ``[N, H + S]`` with μ the posterior mean, the state with the new h and sample
+        s, the previous action still in place)."""
         h, s, a_prev = state
         first = torch.as_tensor(np.asarray(episode_start, dtype=bool), device=self.device)
         model = self.world_model
-        h, s, _, _ = model.filter_step(h, s, a_prev, first, model.embed(obs))
-        return model.features(h, s), (h, s, a_prev)
+        h, s, mean, _ = model.filter_step(h, s, a_prev, first, model.embed(obs))
+        return model.features(h, mean), (h, s, a_prev)
 
     @torch.no_grad()
     def expected_free_energy(self, obs: Tensor, state: RecurrentState | None = None) -> Tensor:
@@ -215,15 +215,18 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
         c = self.config
         model, n = self.world_model, c.n_step
         b, length = batch["reward"].shape
-        h, s = post.h.detach(), post.s.detach()
+        h, mu = post.h, post.mean
+        if not c.critic_trains_encoder:
+            h, mu = h.detach(), mu.detach()
         with torch.no_grad():
             # the step from each (h_t, s_t, a_t): h'_t is h_{t+1} inside an episode, and the
             # true successor memory where the episode ended (its next_obs is the final one)
             a_feat = model.action_features(batch["action"]).flatten(0, 1)
-            h_next = model.rssm.step(h.flatten(0, 1), s.flatten(0, 1), a_feat)
+            s = post.s.detach().flatten(0, 1)
+            h_next = model.rssm.step(h.flatten(0, 1).detach(), s, a_feat)
             ambiguity, info_gain = model.epistemic_terms(h_next)
             m, std = model.rssm.posterior(h_next, model.embed(batch["next_obs"].flatten(0, 1)))
-            feat_next = model.features(h_next, m + std * torch.randn_like(std))
+            feat_next = model.features(h_next, m)
             e = self.epistemic.epistemic_value(ambiguity, info_gain).view(b, length)
             risk = -self.preference(batch["reward"], batch["terminated"].float())  # [B, T]
             term = windows(batch["terminated"], n, c.burn_in)  # [B·W, n]
@@ -247,7 +250,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
                 last,
             )
         starts = slice(c.burn_in, length - n + 1)
-        feat = model.features(h[:, starts], s[:, starts]).flatten(0, 1)  # [B·W, H + S]
+        feat = model.features(h[:, starts], mu[:, starts]).flatten(0, 1)  # [B·W, H + S]
         a0 = batch["action"][:, starts].flatten().unsqueeze(1)
         g_taken = self.critic(feat).gather(1, a0).squeeze(1)
         loss = efe.critic_loss(g_taken, target, c.huber_delta)

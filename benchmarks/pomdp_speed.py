@@ -181,6 +181,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter timing windows")
     ap.add_argument("--no-pymdp", action="store_true", help="time daif only")
+    ap.add_argument(
+        "--cases", default="abcd", help="which cases to run, e.g. 'a' (default all: abcd)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pomdp_speed.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -200,6 +203,7 @@ def main() -> None:
         ("(c) grid 10×10, policy_len 3, batch 256", grid, 3, 256),
         ("(d) 64 states, 100 obs, 1000 policies", random_model(0, 64, 100, 1000), 1, 1),
     ]
+    cases = [c for c in cases if c[0][1] in args.cases]
     rows = []
     for name, model, policy_len, batch in cases:
         agent = Agent(

@@ -1,48 +1,62 @@
 """A pymdp-style active inference agent for discrete POMDPs, batched in torch.
 
 ``Agent`` keeps pymdp's names (A, B, C, D, E, pA, pB, pD, qs, q_pi, G, gamma, alpha,
-policy_len, inference_algo, …) and methods (``infer_states``, ``infer_policies``,
-``sample_action``, ``update_A``, ``update_B``, ``update_D``, ``reset``), but every
-belief carries a leading batch dimension of ``batch_size`` independent agents that
-share (or, once they learn, each own) the generative model.
+policy_len, inference_algo, …). Every belief carries a leading batch dimension of
+``batch_size`` independent agents that share (or, once they learn, each own) the
+generative model. Two ways to call it:
 
-The public methods run under ``torch.inference_mode()`` (about a fifth less per-call
-overhead on small models): beliefs and learned counts are inference tensors, for reading
-and for further agent calls, not for autograd.
+* functional (as pymdp 1.0 and the deep agent): the per-episode beliefs, the MMP window
+  and the last action live in an :class:`AgentState` that is passed in and returned,
+  ``action, state = agent.act(obs, state, episode_start, deterministic)``, or step by
+  step ``agent.infer`` → ``agent.plan`` → ``agent.choose``; separate states give
+  separate, interleavable episodes;
+* stateful (pymdp 0.0.7.1's ``infer_states``, ``infer_policies``, ``sample_action``,
+  ``reset``, ``step``): the same calls on ``agent.state``.
+
+The generative model and its Dirichlet counts stay on the agent (shared by every state);
+``update_A``, ``update_B`` (per agent, or ``pooled`` into one shared model) and
+``update_D`` change them.
+
+Fixed-point inference and enumerated planning of small models on the CPU run in NumPy
+(:mod:`daif.pomdp.small`, the same maths with less per-call overhead; ``backend``).
+The torch methods run under ``torch.inference_mode()``: beliefs and learned counts are
+for reading and further agent calls, not for autograd.
 
 Differences from pymdp, on purpose:
-* the agent keeps its beliefs (pymdp 1.0 passes them in and out) and ``infer_states``
-  takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
+* ``infer_states`` takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
 * ``reset`` also forgets the last action, so the next prior is D, and can reset chosen
-  batch rows only (fixed-point inference);
+  batch rows only;
 * fixed-point inference stops once the free energy settles (``dF_tol``; pymdp 1.0 always
   runs ``num_iter`` sweeps);
 * the information gains default to SPM's definitions (``info_gain="joint"``,
   ``param_info_gain="approx"``, as pymdp 0.0.7.1); pymdp 1.0's are named options;
 * with ``inference_algo="mmp"`` the window's past actions are always the last
   ``T_past − 1`` ones (pymdp 0.0.7.1 reuses the whole action history when
-  ``inference_horizon == 1``);
+  ``inference_horizon == 1``); each batch row has its own window;
 * ``planning="sophisticated"`` scores one-step actions by recursive tree search to depth
   ``policy_len`` instead of enumerating open-loop policies.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from daif.pomdp import control, inference, learning
+from daif.pomdp import control, inference, learning, small
 from daif.pomdp.model import GenerativeModel
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "AgentState"]
 
 _ALGOS = {"fpi": "fpi", "vanilla": "fpi", "mmp": "mmp"}
 _PLANNING = ("enumerate", "sophisticated")
 _SAMPLING = ("marginal", "full")
+_BACKENDS = ("auto", "torch", "numpy")
 
 
 class Agent:
@@ -79,6 +93,9 @@ class Agent:
         batch_size: number of agents.
         device, dtype: where and in which precision beliefs live.
         seed: seed of a private generator for stochastic selection (None: global RNG).
+        backend: "auto" (fixed-point inference and enumerated planning of small models
+            on the CPU run in NumPy, :mod:`daif.pomdp.small`: less per-call overhead),
+            "torch" (never) or "numpy" (whenever the model allows it, any size).
     """
 
     def __init__(
@@ -126,6 +143,7 @@ class Agent:
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        backend: str = "auto",
     ) -> None:
         models = _check_models(model, batch_size) if isinstance(model, (list, tuple)) else None
         if models is not None:
@@ -321,8 +339,15 @@ class Agent:
         if seed is not None:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(int(seed))
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}; got {backend!r}")
+        self.backend = backend
+        self._num_obs_np = np.asarray(self.num_obs)
+        self._gamma_np: float | np.ndarray = (
+            self.gamma if isinstance(self.gamma, float) else self.gamma.cpu().numpy()
+        )
         self._refresh()
-        self.reset()
+        self.state = self.init_state()
 
     # ------------------------------------------------------------------ helpers
     def _precision(self, val: Any) -> float | Tensor:
@@ -333,7 +358,7 @@ class Agent:
         ]
 
     def _refresh(self) -> None:
-        """Recompute planning quantities after A, B or their counts changed."""
+        """Recompute planning quantities after A, B, D or their counts changed."""
         self.prep = control.PreparedModel(
             self.A,
             self.B,
@@ -353,19 +378,57 @@ class Agent:
             raise ValueError(
                 "planning='sophisticated' needs a model shared by the batch (no learning)"
             )
+        self._small_model: small.SmallModel | None = None  # rebuilt on first use
+        self._use_small = self._small_applies()
 
-    def _as_obs(self, obs: Any, mask: Any = None) -> tuple[Tensor, Tensor | None]:
+    def _small_applies(self) -> bool:
+        """Whether the NumPy step (:mod:`daif.pomdp.small`) runs fpi and planning."""
+        prep = self.prep
+        if (
+            self.backend == "torch"
+            or self.device.type != "cpu"
+            or self.inference_algo != "fpi"
+            or self.planning != "enumerate"
+            or self.use_param_info_gain
+            or prep.fwd_values is None
+        ):
+            return False
+        if self.backend == "numpy":
+            return True
+        k = prep.values.shape[-1]
+        return small.is_small(prep.sj, math.prod(self.num_controls), k, self.batch_size)
+
+    @property
+    def _small(self) -> small.SmallModel:
+        if self._small_model is None:
+            p = self.inference_params
+            self._small_model = small.SmallModel(
+                self.prep,
+                self.D,
+                self.policies,
+                self.tree,
+                self.E,
+                p["num_iter"],
+                p["dF"],
+                p["dF_tol"],
+            )
+        return self._small_model
+
+    def _as_obs(
+        self, obs: Any, mask: Any = None, rows: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Observations → ``[b, M]`` long tensor, validated, and the mask → ``[b, M]``
-        bool (None: all observed); a masked entry's index is ignored (set to 0)."""
+        bool (None: all observed); a masked entry's index is ignored (set to 0).
+        ``rows``: the batch expected (default ``batch_size``)."""
         if isinstance(obs, (int, np.integer)):
             obs = [int(obs)]
         t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
         if t.is_floating_point() and not torch.equal(t, t.round()):
             raise ValueError(f"observations must be integer indices; got {obs!r}")
-        t = self._rows(t.long().to(self.device), "observation")
+        t = self._rows(t.long().to(self.device), "observation", rows)
         m = None
         if mask is not None:
-            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask")
+            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask", rows)
             if m.dtype != torch.bool:
                 raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
             if m.shape != t.shape:
@@ -376,15 +439,48 @@ class Agent:
         check_obs(t, self.num_obs, self._num_obs_t)
         return t, m
 
-    def _rows(self, t: Tensor, what: str) -> Tensor:
+    def _as_obs_np(self, obs: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_as_obs` in NumPy (the small-model path): ``[b, M]`` int64 and bool."""
+        o = obs.cpu().numpy() if isinstance(obs, Tensor) else np.asarray(obs)
+        if o.dtype.kind == "f":
+            if not np.array_equal(o, np.round(o)):
+                raise ValueError(f"observations must be integer indices; got {obs!r}")
+        elif o.dtype.kind not in "iub":
+            raise ValueError(f"observations must be integer indices; got {obs!r}")
+        o = self._rows_np(o.astype(np.int64, copy=False), "observation")
+        m = None
+        if mask is not None:
+            m = self._rows_np(
+                mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask), "mask"
+            )
+            if m.dtype != np.bool_:
+                raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
+            if m.shape != o.shape:
+                raise ValueError(f"mask has shape {m.shape}; the observations have {o.shape}")
+            o = np.where(m, o, 0)
+        if o.shape[1] != len(self.num_obs) or (o < 0).any() or (o >= self._num_obs_np).any():
+            check_obs(torch.from_numpy(o), self.num_obs)  # raises, naming the entry
+        return o, m
+
+    def _rows(self, t: Tensor, what: str, rows: int | None = None) -> Tensor:
         """``t`` as ``[b, M]``: a scalar or one row for one agent, a column for M = 1."""
+        b = self.batch_size if rows is None else rows
         if t.ndim == 0:
             t = t.reshape(1, 1)
         elif t.ndim == 1:
-            t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
-        if t.shape[0] != self.batch_size:
-            raise ValueError(f"{what} batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
+            t = t.reshape(1, -1) if b == 1 else t.reshape(-1, 1)
+        if t.shape[0] != b:
+            raise ValueError(f"{what} batch has {t.shape[0]} rows; the state has {b}")
         return t
+
+    def _rows_np(self, a: np.ndarray, what: str) -> np.ndarray:
+        if a.ndim == 0:
+            a = a.reshape(1, 1)
+        elif a.ndim == 1:
+            a = a.reshape(1, -1) if self.batch_size == 1 else a.reshape(-1, 1)
+        if a.shape[0] != self.batch_size:
+            raise ValueError(f"{what} batch has {a.shape[0]} rows; the state has {self.batch_size}")
+        return a
 
     def _expand_model(self) -> None:
         """Give every agent its own copy of the model before it learns."""
@@ -400,155 +496,251 @@ class Agent:
         self.D = ex(self.D)  # type: ignore[assignment]
         self.pA, self.pB, self.pD = ex(self.pA), ex(self.pB), ex(self.pD)
 
-    def _uniform(self) -> list[Tensor]:
-        return [
-            torch.full((self.batch_size, s), 1.0 / s, dtype=self.dtype, device=self.device)
-            for s in self.num_states
-        ]
-
-    def _D_batch(self) -> list[Tensor]:
-        return [d.expand(self.batch_size, -1) for d in self.D]
-
-    # ------------------------------------------------------------------ API
-    @torch.inference_mode()
-    def reset(self, mask: Any = None) -> list[Tensor]:
-        """Start new episodes: uniform beliefs, no last action (next prior is D).
-
-        Args:
-            mask: ``[b]`` bool, rows to reset (default all). Row-wise resets need fpi.
-        Returns:
-            ``qs``.
-        """
-        b = self.batch_size
-        if mask is None or bool(torch.as_tensor(np.asarray(mask)).all()):
-            self.qs = self._uniform()
-            self.action: Tensor | None = None
-            self._has_action = torch.zeros(b, dtype=torch.bool, device=self.device)
-            self._all_acted = False  # every row has a last action (no D to mix in)
-            self._qs_first: list[Tensor] | None = None
-            self.q_pi = self._policy_prior()
-            self.G = torch.zeros(b, self.num_policies, dtype=self.dtype, device=self.device)
-            self.F = torch.zeros_like(self.G)
-            self.efe_terms: dict[str, Tensor] = {}
-            self.curr_timestep = 0
-            self._lh_hist: list[Tensor] = []
-            self._act_hist: list[Tensor] = []
-            self.latest_belief = [d.clone() for d in self._D_batch()]
-            self.qs_seq: list[list[Tensor]] | None = None
-            return self.qs
-        if self.inference_algo != "fpi":
-            raise ValueError(
-                "resetting some batch rows only is supported with inference_algo='fpi'"
-            )
-        m = torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=self.device)
-        if m.shape != (b,):
-            raise ValueError(f"reset mask must have shape [{b}]; got {tuple(m.shape)}")
-        uni = self._uniform()
-        self.qs = [torch.where(m[:, None], u, q) for u, q in zip(uni, self.qs, strict=True)]
-        self._has_action = self._has_action & ~m
-        self._all_acted = False
-        self.q_pi = torch.where(m[:, None], self._policy_prior(), self.q_pi)
-        return self.qs
-
-    def _policy_prior(self) -> Tensor:
-        b, p = self.batch_size, self.num_policies
+    def _policy_prior(self, b: int) -> Tensor:
+        p = self.num_policies
         if self.E is not None:
             return self.E.expand(b, p).clone()
         return torch.full((b, p), 1.0 / p, dtype=self.dtype, device=self.device)
 
-    @torch.inference_mode()
-    def empirical_prior(self) -> list[Tensor]:
-        """Prior over the next state: B[u] q(s) where an action was taken, else D (with
-        ``B_dependencies``, B_f[u] applied to the mean-field joint of its factors)."""
-        d = self._D_batch()
-        if self.action is None:
+    def _D_rows(self, b: int) -> list[Tensor]:
+        return [d.expand(b, -1) for d in self.D]
+
+    # ------------------------------------------------------------------ functional API
+    def init_state(self, batch_size: int | None = None) -> AgentState:
+        """Fresh episodes: uniform q(s), no last action (the next prior is D), q(π) = E.
+
+        Args:
+            batch_size: rows (default the agent's ``batch_size``; a batch of models, or
+                per-agent γ / α, needs exactly that many).
+        Returns:
+            an :class:`AgentState` of ``batch_size`` rows.
+        """
+        b = self.batch_size if batch_size is None else int(batch_size)
+        dev, dt = self.device, self.dtype
+        qs = [torch.full((b, s), 1.0 / s, dtype=dt, device=dev) for s in self.num_states]
+        zeros = torch.zeros(b, self.num_policies, dtype=dt, device=dev)
+        state = AgentState(
+            qs=qs,
+            action=torch.zeros(b, self.num_factors, dtype=torch.long, device=dev),
+            has_action=torch.zeros(b, dtype=torch.bool, device=dev),
+            q_pi=self._policy_prior(b),
+            G=zeros,
+            F=zeros,
+            qs_first=[q.clone() for q in qs],
+            has_first=torch.zeros(b, dtype=torch.bool, device=dev),
+            t=torch.zeros(b, dtype=torch.long, device=dev),
+        )
+        if self.inference_algo == "mmp":
+            h = self.inference_horizon
+            state.lh = torch.ones(b, h, self.prep.sj, dtype=dt, device=dev)
+            state.acts = torch.zeros(b, h - 1, self.num_factors, dtype=torch.long, device=dev)
+            state.count = torch.zeros(b, dtype=torch.long, device=dev)
+            state.latest = [d.clone() for d in self._D_rows(b)]
+        return state
+
+    def reset_state(self, state: AgentState, episode_start: Any = None) -> AgentState:
+        """Start new episodes in the rows where ``episode_start`` is True (all if None).
+
+        Reset rows get uniform q(s), no last action, q(π) = E and an empty MMP window;
+        the other rows are returned unchanged.
+
+        Args:
+            state: the current state, ``b`` rows.
+            episode_start: ``[b]`` bool, or None.
+        Returns:
+            the new state (``state`` itself is not modified).
+        """
+        b = state.batch_size
+        if episode_start is None:
+            return self.init_state(b)
+        m = torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=self.device)
+        if m.shape != (b,):
+            raise ValueError(f"episode_start must have shape [{b}]; got {tuple(m.shape)}")
+        if not bool(m.any()):
+            return state
+        if bool(m.all()):
+            return self.init_state(b)
+        fresh = self.init_state(b)
+        return AgentState.select(m, fresh, state)
+
+    def empirical_prior_of(self, state: AgentState) -> list[Tensor]:
+        """Prior over the next state of each row: B[u] q(s) where the row has a last
+        action, else D (with ``B_dependencies``, B_f[u] applied to the mean-field joint of
+        its factors).
+
+        p(s_{t+1,f}) = Σ_{s_deps} B_f[s_{t+1,f}, s_deps, u_f] Π_{d∈deps} q(s_{t,d}).
+
+        Returns:
+            F tensors ``[b, S_f]``.
+        """
+        b = state.batch_size
+        d = self._D_rows(b)
+        if not bool(state.has_action.any()):
             return [x.clone() for x in d]
+        all_acted = bool(state.has_action.all())
         out = []
         for f, deps in enumerate(self.B_dependencies):
             pred = inference._apply(
-                control.dependency_joint(self.qs, deps).unsqueeze(1),
+                control.dependency_joint(state.qs, deps).unsqueeze(1),
                 self.prep.fwd[f],
-                self.action[:, f : f + 1],
+                state.action[:, f : f + 1],
                 self.num_controls[f],
             ).squeeze(1)
-            out.append(
-                pred if self._all_acted else torch.where(self._has_action[:, None], pred, d[f])
-            )
+            out.append(pred if all_acted else torch.where(state.has_action[:, None], pred, d[f]))
         return out
 
-    @torch.inference_mode()
-    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
-        """Update beliefs about the current hidden state from an observation.
+    def infer(self, obs: Any, state: AgentState, mask: Any = None) -> AgentState:
+        """State inference: the posterior q(s) after observing ``obs``, returned in a new state.
+
+        fpi: q(s_f) ∝ exp(E_{q(s_¬f)}[ln p(o|s)] + ln p(s_f)) with p(s) the empirical prior
+        (:meth:`empirical_prior_of`). MMP: the row's window of the last
+        ``inference_horizon`` observations and actions is extended by ``obs`` and
+        message passing runs over it for every policy; q(s) = Σ_π q(π) q(s_t | π) with
+        the previous q(π).
 
         Args:
             obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
-            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
-                not observed: it then carries no evidence (its index is ignored). None:
-                all observed.
+            state: the state before the observation.
+            mask: ``[b, M]`` bool, False where a modality was not observed.
         Returns:
-            ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
-            the per-policy window is in ``qs_seq``).
+            the new state (``qs``; under MMP also ``qs_seq``, ``F`` and the window).
         """
-        o, m = self._as_obs(obs, mask)
+        if self._use_small and state.batch_size == self.batch_size:
+            return self._infer_small(obs, state, mask)
+        with torch.inference_mode():
+            return self._infer_torch(obs, state, mask)
+
+    def _infer_torch(self, obs: Any, state: AgentState, mask: Any) -> AgentState:
+        o, m = self._as_obs(obs, mask, state.batch_size)
         if self.inference_algo == "fpi":
-            prior = self.empirical_prior()
+            prior = self.empirical_prior_of(state)
             p = self.inference_params
             log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets, m)
-            self.qs = inference.fpi(
-                log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
-            )
+            qs = inference.fpi(log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"])
+            new = state.replace(qs=qs)
         else:
-            lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
-            self._lh_hist.append(lik)
-            self._lh_hist = self._lh_hist[-self.inference_horizon :]
-            past = len(self._lh_hist)
-            acts = self._act_hist[len(self._act_hist) - (past - 1) :] if past > 1 else []
-            b, p = self.batch_size, self.num_policies
-            pol = self.policies.unsqueeze(0).expand(b, p, -1, -1)
-            if acts:
-                prev = torch.stack(acts, 1).unsqueeze(1).expand(b, p, -1, -1)
-                pol = torch.cat([prev, pol], 2)
-            qs_seq, free = inference.mmp(
-                torch.stack(self._lh_hist, 1),
-                self.B,
+            new = self._infer_mmp(o, m, state)
+        return self._note_first(new)
+
+    def _note_first(self, state: AgentState) -> AgentState:
+        """Keep each row's first posterior of the episode (the default for ``update_D``)."""
+        if bool(state.has_first.all()):
+            return state
+        keep = state.has_first[:, None]
+        first = [torch.where(keep, a, q) for a, q in zip(state.qs_first, state.qs, strict=True)]
+        return state.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
+
+    def _infer_small(self, obs: Any, state: AgentState, mask: Any) -> AgentState:
+        sm = self._small
+        o, m = self._as_obs_np(obs, mask)
+        has = state.has_action.numpy()
+        qs_np = [q.numpy() for q in state.qs]
+        if has.any():
+            prior = sm.empirical_prior(qs_np, state.action.numpy(), has)
+        else:
+            prior = [np.broadcast_to(d, q.shape) for d, q in zip(sm.D, qs_np, strict=True)]
+        post = sm.fpi(sm.log_likelihood(o, m), prior)
+        qs = [small.as_torch(q) for q in post]
+        new = state.replace(qs=qs)
+        first_set = state.has_first.numpy()
+        if first_set.all():
+            return new
+        first = [
+            small.as_torch(np.where(first_set[:, None], a.numpy(), q))
+            for a, q in zip(state.qs_first, post, strict=True)
+        ]
+        return new.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
+
+    def _infer_mmp(self, o: Tensor, m: Tensor | None, state: AgentState) -> AgentState:
+        """Marginal message passing over each row's own window.
+
+        Rows whose windows hold the same number of observations run together.
+        """
+        assert state.lh is not None and state.acts is not None and state.count is not None
+        assert state.latest is not None
+        n, h, p = o.shape[0], self.inference_horizon, self.num_policies
+        dt, dev = self.dtype, self.device
+        lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
+        lh = torch.cat([state.lh[:, 1:], lik.unsqueeze(1)], 1)
+        count = (state.count + 1).clamp(max=h)
+        qs = [torch.zeros(n, s, dtype=dt, device=dev) for s in self.num_states]
+        steps = self.policy_len + 1
+        seq = [
+            [torch.zeros(n, p, s, dtype=dt, device=dev) for s in self.num_states]
+            for _ in range(steps)
+        ]
+        first = [torch.zeros(n, p, s, dtype=dt, device=dev) for s in self.num_states]
+        free = torch.zeros(n, p, dtype=dt, device=dev)
+        for k in torch.unique(count).tolist():
+            rows = (count == k).nonzero().squeeze(-1)
+            every = rows.shape[0] == n
+            pol = self.policies.unsqueeze(0).expand(rows.shape[0], p, -1, -1)
+            if k > 1:
+                acts = state.acts if every else state.acts[rows]
+                past = acts[:, acts.shape[1] - (k - 1) :]
+                pol = torch.cat([past.unsqueeze(1).expand(-1, p, -1, -1), pol], 2)
+            qs_seq, f_k = inference.mmp(
+                (lh if every else lh[rows])[:, h - k :],
+                self.B if every else [b if b.shape[0] == 1 else b[rows] for b in self.B],
                 pol,
-                self.latest_belief,
+                state.latest if every else [x[rows] for x in state.latest],
                 self.num_states,
                 self.policy_len,
                 self.inference_params["num_iter"],
                 self.inference_params["tau"],
             )
-            self.qs_seq, self.F = qs_seq, free
-            self.qs = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in qs_seq[past - 1]]
-        if self._qs_first is None:
-            self._qs_first = [q.clone() for q in self.qs]
-        return self.qs
+            q_prev = state.q_pi if every else state.q_pi[rows]
+            free[rows] = f_k
+            for f in range(self.num_factors):
+                qs[f][rows] = (q_prev.unsqueeze(-1) * qs_seq[k - 1][f]).sum(1)
+                first[f][rows] = qs_seq[0][f]
+                for j, q_t in enumerate(qs_seq[k - 1 :]):
+                    seq[j][f][rows] = q_t[f]
+        return state.replace(qs=qs, qs_seq=seq, qs_window_first=first, F=free, lh=lh, count=count)
 
-    @torch.inference_mode()
-    def infer_policies(self) -> tuple[Tensor, Tensor]:
-        """Posterior over policies from their expected free energy.
+    def plan(self, state: AgentState) -> AgentState:
+        """Policy inference: expected free energy G and q(π) = σ(ln E − γ G) (− F(π) under
+        MMP) from the state's beliefs, returned in a new state (``q_pi``, ``G``,
+        ``efe_terms``: ``[b, P]`` each)."""
+        if (
+            self._use_small
+            and self.inference_algo == "fpi"
+            and self.planning == "enumerate"
+            and state.batch_size == self.batch_size
+        ):
+            sm = self._small
+            util, sig = sm.evaluate_policies(
+                [q.numpy() for q in state.qs], self.use_utility, self.use_states_info_gain
+            )
+            g = -(util + sig)
+            G = small.as_torch(g)
+            terms = {
+                "utility": small.as_torch(util),
+                "states_info_gain": small.as_torch(sig),
+                "param_info_gain": torch.zeros_like(G),
+                "G": G,
+            }
+            q_pi = small.as_torch(sm.posterior_over_policies(g, self._gamma_np))
+            return state.replace(q_pi=q_pi, G=G, efe_terms=terms)
+        with torch.inference_mode():
+            return self._plan_torch(state)
 
-        Returns:
-            (q_pi ``[b, P]``, G ``[b, P]``) with G = −(utility + info gains) and
-            q_pi = σ(ln E − γ G) (− F(π) under MMP).
-        """
+    def _plan_torch(self, state: AgentState) -> AgentState:
         flags = dict(
             use_utility=self.use_utility,
             use_states_info_gain=self.use_states_info_gain,
         )
         if self.inference_algo == "mmp":
-            assert self.qs_seq is not None, "call infer_states before infer_policies"
+            if state.qs_seq is None:
+                raise ValueError("plan (infer_policies) under MMP needs a state inference first")
             terms = control.evaluate_sequences(
-                self.qs_seq[-(self.policy_len + 1) :],
-                self.prep,
-                use_param_info_gain=self.use_param_info_gain,
-                **flags,
+                state.qs_seq, self.prep, use_param_info_gain=self.use_param_info_gain, **flags
             )
             G = terms["G"]
-            q_pi = control.posterior_over_policies(G, self.gamma, self.E, self.F)
+            q_pi = control.posterior_over_policies(G, self.gamma, self.E, state.F)
         elif self.planning == "sophisticated":
             G = control.sophisticated_inference(
-                self.qs,
+                state.qs,
                 self.prep,
                 self.policies[:, 0, :],
                 self.policy_len,
@@ -561,59 +753,223 @@ class Agent:
             q_pi = control.posterior_over_policies(G, self.gamma, self.E)
         else:
             terms = control.evaluate_policies(
-                self.qs, self.prep, self.tree, use_param_info_gain=self.use_param_info_gain, **flags
+                state.qs,
+                self.prep,
+                self.tree,
+                use_param_info_gain=self.use_param_info_gain,
+                **flags,
             )
             G = terms["G"]
             q_pi = control.posterior_over_policies(G, self.gamma, self.E)
-        self.q_pi, self.G, self.efe_terms = q_pi, G, terms
-        return q_pi, G
+        return state.replace(q_pi=q_pi, G=G, efe_terms=terms)
+
+    def marginals_of(self, state: AgentState) -> list[Tensor]:
+        """q(u_f) = Σ_π q(π) [π_0,f = u] of the state's q(π), F tensors ``[b, U_f]``."""
+        if self._use_small and state.batch_size == self.batch_size:
+            return [small.as_torch(x) for x in self._small.action_marginals(state.q_pi.numpy())]
+        return control.action_marginals(state.q_pi, self.policies, self.num_controls)
+
+    def choose(
+        self, state: AgentState, deterministic: bool | None = None
+    ) -> tuple[Tensor, AgentState]:
+        """Action selection from the state's q(π); the action becomes the state's last action.
+
+        Marginal sampling: u_f = argmax q(u_f) (deterministic) or u_f ~ σ(α ln q(u_f));
+        full: the first action of a policy π = argmax q(π) or π ~ σ(α ln q(π)).
+
+        Args:
+            deterministic: True forces the argmax, None uses ``action_selection``.
+        Returns:
+            (action ``[b, F]`` long, the new state: last action, step count and the MMP
+            window moved on).
+        """
+        mode = "deterministic" if deterministic else self.action_selection
+        small_rows = self._use_small and state.batch_size == self.batch_size
+        if self.sampling_mode == "marginal" and mode == "deterministic" and small_rows:
+            marg = self._small.action_marginals(state.q_pi.numpy())
+            action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
+            has = state.has_action
+            new = state.replace(
+                action=action,
+                has_action=has if has.numpy().all() else torch.ones_like(has),
+                t=small.as_torch(state.t.numpy() + 1),
+            )
+            return action, new
+        with torch.inference_mode():
+            if self.sampling_mode == "marginal":
+                action = control.sample_action(
+                    self.marginals_of(state), mode, self.alpha, self.generator
+                )
+            else:
+                action = control.sample_policy(
+                    state.q_pi, self.policies, mode, self.alpha, self.generator
+                )
+            new = state.replace(
+                action=action, has_action=torch.ones_like(state.has_action), t=state.t + 1
+            )
+            if self.inference_algo == "mmp":
+                new = self._slide(new)
+        return action, new
+
+    def _slide(self, state: AgentState) -> AgentState:
+        """The MMP window after an action: the action joins the past actions and, once the
+        window is full, its first belief (averaged over policies, or the first policy's
+        without BMA) becomes the prior of the next window's first step."""
+        assert state.acts is not None and state.latest is not None
+        acts = state.acts
+        if self.inference_horizon > 1:
+            acts = torch.cat([acts[:, 1:], state.action.unsqueeze(1)], 1)
+        first = state.qs_window_first
+        if first is None:
+            return state.replace(acts=acts)
+        slide = (state.t - self.inference_horizon >= 0)[:, None]
+        if self.use_BMA:
+            new_first = [(state.q_pi.unsqueeze(-1) * q).sum(1) for q in first]
+        else:
+            new_first = [q[:, 0] for q in first]
+        latest = [torch.where(slide, n, x) for n, x in zip(new_first, state.latest, strict=True)]
+        return state.replace(acts=acts, latest=latest)
+
+    def act(
+        self,
+        obs: Any,
+        state: AgentState | None = None,
+        episode_start: Any = None,
+        deterministic: bool | None = None,
+        mask: Any = None,
+    ) -> tuple[Tensor, AgentState]:
+        """One step of a batch of episodes, functional: ``(action, state) = act(obs, state)``.
+
+        Resets the rows where ``episode_start`` is True, then :meth:`infer`, :meth:`plan`
+        and :meth:`choose`. The agent itself is not changed (beyond its random generator),
+        so episodes with separate states can be interleaved.
+
+        Args:
+            obs: ``[b, M]`` indices; state: the previous state (None: fresh episodes of
+                ``batch_size`` rows); episode_start: ``[b]`` bool or None;
+            deterministic: True forces argmax actions; mask: as for :meth:`infer`.
+        Returns:
+            (action ``[b, F]`` long, the new state).
+        """
+        if state is None:
+            state = self.init_state()
+        elif episode_start is not None:
+            state = self.reset_state(state, episode_start)
+        state = self.plan(self.infer(obs, state, mask))
+        return self.choose(state, deterministic)
+
+    # ------------------------------------------------------------------ stateful API
+    # pymdp-style calls that thread ``self.state`` through the functional API above
+    @property
+    def qs(self) -> list[Tensor]:
+        """Current posterior q(s), F tensors ``[b, S_f]`` (for MMP: policy-averaged)."""
+        return self.state.qs
+
+    @qs.setter
+    def qs(self, value: list[Tensor]) -> None:
+        self.state = self.state.replace(qs=list(value))
+
+    @property
+    def q_pi(self) -> Tensor:
+        """q(π), ``[b, P]``."""
+        return self.state.q_pi
+
+    @property
+    def G(self) -> Tensor:
+        """Expected free energy of each policy, ``[b, P]``."""
+        return self.state.G
+
+    @property
+    def F(self) -> Tensor:
+        """Variational free energy of each policy under MMP, ``[b, P]`` (0 under fpi)."""
+        return self.state.F
+
+    @property
+    def efe_terms(self) -> dict[str, Tensor]:
+        """The last :meth:`infer_policies`' EFE terms, ``[b, P]`` each."""
+        return self.state.efe_terms
+
+    @property
+    def qs_seq(self) -> list[list[Tensor]] | None:
+        """MMP: q(s_τ | π) from the current step τ = t to t + policy_len, per step F
+        tensors ``[b, P, S_f]``; None under fpi."""
+        return self.state.qs_seq
+
+    @property
+    def latest_belief(self) -> list[Tensor]:
+        """MMP: the prior of the window's first step, F tensors ``[b, S_f]``."""
+        return self.state.latest if self.state.latest is not None else self._D_rows(self.batch_size)
+
+    @property
+    def action(self) -> Tensor | None:
+        """The last action ``[b, F]``, or None when no row has acted since ``reset``."""
+        return self.state.action if bool(self.state.has_action.any()) else None
+
+    @property
+    def curr_timestep(self) -> int:
+        """Steps taken since the last full ``reset`` (the most of any row)."""
+        return int(self.state.t.max())
+
+    @torch.inference_mode()
+    def reset(self, mask: Any = None) -> list[Tensor]:
+        """Start new episodes: uniform beliefs, no last action (next prior is D).
+
+        Args:
+            mask: ``[b]`` bool, rows to reset (default all).
+        Returns:
+            ``qs``.
+        """
+        self.state = self.reset_state(self.state, mask)
+        return self.state.qs
+
+    @torch.inference_mode()
+    def empirical_prior(self) -> list[Tensor]:
+        """Prior over the next state: :meth:`empirical_prior_of` the agent's state."""
+        return self.empirical_prior_of(self.state)
+
+    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """Update beliefs about the current hidden state from an observation.
+
+        Args:
+            obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
+            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
+                not observed: it then carries no evidence (its index is ignored). None:
+                all observed.
+        Returns:
+            ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
+            the per-policy beliefs are in ``qs_seq``).
+        """
+        self.state = self.infer(obs, self.state, mask)
+        return self.state.qs
+
+    def infer_policies(self) -> tuple[Tensor, Tensor]:
+        """Posterior over policies from their expected free energy.
+
+        Returns:
+            (q_pi ``[b, P]``, G ``[b, P]``) with G = −(utility + info gains) and
+            q_pi = σ(ln E − γ G) (− F(π) under MMP).
+        """
+        self.state = self.plan(self.state)
+        return self.state.q_pi, self.state.G
 
     @torch.inference_mode()
     def action_marginals(self) -> list[Tensor]:
         """q(u_f) for each factor, ``[b, U_f]``."""
-        return control.action_marginals(self.q_pi, self.policies, self.num_controls)
+        return self.marginals_of(self.state)
 
-    @torch.inference_mode()
     def sample_action(self) -> Tensor:
         """Choose and remember the next action.
 
         Returns:
             ``[b, F]`` long (0 for uncontrolled factors).
         """
-        if self.sampling_mode == "marginal":
-            action = control.sample_action(
-                self.action_marginals(), self.action_selection, self.alpha, self.generator
-            )
-        else:
-            action = control.sample_policy(
-                self.q_pi, self.policies, self.action_selection, self.alpha, self.generator
-            )
-        self.action = action
-        self._has_action = torch.ones_like(self._has_action)
-        self._all_acted = True
-        self._step_time()
+        action, self.state = self.choose(self.state)
         return action
 
-    def _step_time(self) -> None:
-        self.curr_timestep += 1
-        if self.inference_algo != "mmp":
-            return
-        assert self.action is not None
-        self._act_hist.append(self.action)
-        self._act_hist = self._act_hist[-max(self.inference_horizon, 1) :]
-        if self.curr_timestep - self.inference_horizon >= 0 and self.qs_seq is not None:
-            first = self.qs_seq[0]
-            if self.use_BMA:
-                self.latest_belief = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in first]
-            else:
-                self.latest_belief = [q[:, 0] for q in first]
-
-    @torch.inference_mode()
     def step(self, obs: Any, mask: Any = None) -> Tensor:
         """``infer_states(obs, mask)``, ``infer_policies()``, ``sample_action()`` in one call."""
-        self.infer_states(obs, mask)
-        self.infer_policies()
-        return self.sample_action()
+        action, self.state = self.act(obs, self.state, mask=mask)
+        return action
 
     @torch.inference_mode()
     def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
@@ -634,25 +990,57 @@ class Agent:
         return self.pA
 
     @torch.inference_mode()
-    def update_B(self, qs_prev: list[Tensor]) -> list[Tensor]:
-        """Dirichlet update of pB from the last action, ``qs_prev`` and ``qs``; B ← E[pB]."""
+    def update_B(
+        self,
+        qs_prev: list[Tensor],
+        qs: list[Tensor] | None = None,
+        action: Tensor | None = None,
+        pooled: bool = False,
+    ) -> list[Tensor]:
+        """Dirichlet update of pB from a transition; B ← E[pB].
+
+        pB_f[:, :, u] ← ω pB_f[:, :, u] + η q(s_f) ⊗ q(s_f,prev) (per agent), or with
+        ``pooled`` one model shared by the batch: pB ← ω pB + η Σ_rows q(s_f) ⊗ q(s_f,prev)
+        at each row's action (ω applied to all of pB).
+
+        Args:
+            qs_prev: F tensors ``[b, S_f]``, the belief before the move.
+            qs, action: the belief after it and the action taken (default the agent's
+                ``qs`` and last action).
+            pooled: add all rows' counts to one shared pB.
+        """
         if self.pB is None:
             raise ValueError("update_B needs Dirichlet counts pB")
-        if self.action is None:
+        if action is None:
+            action = self.action
+        if action is None:
             raise ValueError("update_B needs an action: call sample_action first")
+        if qs is None:
+            qs = self.qs
         if not self.prep.factorised:
             raise ValueError(f"update_B does not support B_dependencies {self.B_dependencies}")
-        self._expand_model()
-        self.pB = learning.update_state_likelihood_dirichlet(
-            self.pB,
-            self.B,
-            self.action,
-            self.qs,
-            qs_prev,
-            self.lr_pB,
-            self.fr_pB,
-            self.factors_to_learn,
-        )
+        if pooled:
+            if any(p.shape[0] != 1 for p in self.pB):
+                raise ValueError("update_B(pooled=True) needs pB shared by the batch")
+            grown = learning.update_state_likelihood_dirichlet(
+                self.pB, self.B, action, qs, qs_prev, self.lr_pB, 1.0, self.factors_to_learn
+            )
+            self.pB = [
+                self.fr_pB * p + (g - p).sum(0, keepdim=True)
+                for p, g in zip(self.pB, grown, strict=True)
+            ]
+        else:
+            self._expand_model()
+            self.pB = learning.update_state_likelihood_dirichlet(
+                self.pB,
+                self.B,
+                action,
+                qs,
+                qs_prev,
+                self.lr_pB,
+                self.fr_pB,
+                self.factors_to_learn,
+            )
         self.B = learning.expected_parameters(self.pB)
         self._refresh()
         return self.pB
@@ -668,7 +1056,10 @@ class Agent:
         if self.pD is None:
             raise ValueError("update_D needs Dirichlet counts pD")
         if qs_t0 is None:
-            qs_t0 = self.latest_belief if self.inference_algo == "mmp" else self._qs_first
+            if self.inference_algo == "mmp":
+                qs_t0 = self.latest_belief
+            elif bool(self.state.has_first.all()):
+                qs_t0 = self.state.qs_first
         if qs_t0 is None:
             raise ValueError("update_D needs qs_t0 (no belief has been inferred since reset)")
         self._expand_model()
@@ -676,6 +1067,7 @@ class Agent:
             self.pD, qs_t0, self.lr_pD, self.fr_pD, self.factors_to_learn
         )
         self.D = [p / p.sum(-1, keepdim=True) for p in self.pD]
+        self._refresh()
         return self.pD
 
     # ------------------------------------------------------------------ persistence
@@ -696,6 +1088,79 @@ class Agent:
         if "generator" in state and self.generator is not None:
             self.generator.set_state(state["generator"])
         self._refresh()
+
+
+@dataclass
+class AgentState:
+    """Per-episode beliefs of a batch of ``b`` agents, passed to and returned by
+    :meth:`Agent.act` (and :meth:`Agent.infer`, :meth:`Agent.plan`, :meth:`Agent.choose`).
+
+    Attributes:
+        qs: F tensors ``[b, S_f]``, the posterior q(s_t) (MMP: averaged over policies).
+        action: ``[b, F]`` long, the last action (meaningful where ``has_action``).
+        has_action: ``[b]`` bool, the row has acted in this episode (else the prior is D).
+        q_pi, G: ``[b, P]`` the last q(π) and expected free energy.
+        F: ``[b, P]`` the variational free energy of each policy (MMP; 0 under fpi).
+        qs_first, has_first: F tensors ``[b, S_f]``, each row's first posterior of the
+            episode (``update_D``'s default), and ``[b]`` bool: it has been set.
+        t: ``[b]`` long, actions taken in the episode.
+        efe_terms: the last plan's EFE terms, ``[b, P]`` each.
+        lh: MMP ``[b, H, SJ]`` the window's likelihoods, oldest first (the last
+            ``count`` are used).
+        acts: MMP ``[b, H − 1, F]`` the window's past actions, oldest first.
+        count: MMP ``[b]`` observations in the window.
+        latest: MMP F tensors ``[b, S_f]``, the prior of the window's first step.
+        qs_seq: MMP q(s_τ | π) from the current step on (policy_len + 1 steps of F
+            tensors ``[b, P, S_f]``); qs_window_first: q(s | π) at the window's first step.
+    """
+
+    qs: list[Tensor]
+    action: Tensor
+    has_action: Tensor
+    q_pi: Tensor
+    G: Tensor
+    F: Tensor
+    qs_first: list[Tensor]
+    has_first: Tensor
+    t: Tensor
+    efe_terms: dict[str, Tensor] = field(default_factory=dict)
+    lh: Tensor | None = None
+    acts: Tensor | None = None
+    count: Tensor | None = None
+    latest: list[Tensor] | None = None
+    qs_seq: list[list[Tensor]] | None = None
+    qs_window_first: list[Tensor] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.has_action.shape[0])
+
+    def replace(self, **changes: Any) -> AgentState:
+        """A copy with ``changes`` (tensors are shared, never modified in place)."""
+        # a shallow copy of the fields (dataclasses.replace re-runs __init__: slower)
+        new = object.__new__(AgentState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    @staticmethod
+    def select(mask: Tensor, a: AgentState, b: AgentState) -> AgentState:
+        """Row-wise ``a`` where ``mask [rows]`` is True, else ``b`` (same sizes)."""
+
+        def pick(x: Any, y: Any) -> Any:
+            if x is None or y is None:
+                return x if y is None else y
+            if isinstance(x, list):
+                if x and isinstance(x[0], list):
+                    return [pick(u, v) for u, v in zip(x, y, strict=True)]
+                return [pick(u, v) for u, v in zip(x, y, strict=True)]
+            if isinstance(x, dict):
+                return {k: pick(x[k], y[k]) for k in x if k in y}
+            m = mask.reshape(-1, *([1] * (x.ndim - 1)))
+            return torch.where(m, x, y)
+
+        values = {f.name: pick(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)}
+        return AgentState(**values)
 
 
 def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[GenerativeModel]:

@@ -396,7 +396,10 @@ class Agent:
         if self.backend == "numpy":
             return True
         k = prep.values.shape[-1]
-        return small.is_small(prep.sj, math.prod(self.num_controls), k, self.batch_size)
+        # the widest level whose children are evaluated (all but the last)
+        parents = max([1] + [int(p.shape[0]) for p in self.tree.parents[:-1]])
+        uj = math.prod(self.num_controls)
+        return small.is_small(prep.sj, uj, k, self.batch_size, parents)
 
     @property
     def _small(self) -> small.SmallModel:

@@ -32,16 +32,24 @@ if TYPE_CHECKING:  # control imports nothing from here; only the annotations nee
 
 __all__ = ["SmallModel", "is_small"]
 
-# fused operator entries (SJ · U_J · K) and batch rows × joint states up to which NumPy
-# beats torch's dispatch on this machine (T-maze: 8 · 4 · 12; 10×10 grid: no)
-_MAX_OPERATOR = 2**13
+# NumPy wins where per-call overhead dominates: up to these fused-operator entries
+# (SJ · U_J · K; T-maze 8 · 4 · 12, 10×10 grid 100 · 5 · 26), batch rows × joint states,
+# and multiply-adds in the step's largest product (past about a million OpenBLAS may
+# spread one product over threads, and torch's kernels win: a batch of 256 on the grid)
+_MAX_OPERATOR = 2**16
 _MAX_ROWS_STATES = 2**10
+_MAX_PRODUCT = 2**20
 
 
-def is_small(sj: int, uj: int, k: int, batch_size: int) -> bool:
+def is_small(sj: int, uj: int, k: int, batch_size: int, max_parents: int = 1) -> bool:
     """Whether a model of ``sj`` joint states, ``uj`` joint actions and ``k`` values per
-    state, run for ``batch_size`` agents, is small enough for the NumPy step."""
-    return sj * uj * k <= _MAX_OPERATOR and batch_size * sj <= _MAX_ROWS_STATES
+    state, run for ``batch_size`` agents over a policy tree whose widest parent level has
+    ``max_parents`` nodes, is small enough for the NumPy step."""
+    return (
+        sj * uj * k <= _MAX_OPERATOR
+        and batch_size * sj <= _MAX_ROWS_STATES
+        and batch_size * max_parents * sj * uj * k <= _MAX_PRODUCT
+    )
 
 
 def _np(t: Tensor | None) -> np.ndarray | None:
@@ -275,13 +283,15 @@ class SmallModel:
         for _ in range(self.num_iter):
             if not running:
                 break
-            log_qs = []
+            log_qs, qs = [], []
             for e, lp in zip(ell, log_prior, strict=True):
                 x = [a + c for a, c in zip(e, lp, strict=True)]
                 top = max(x)
-                lse = top + math.log(sum(math.exp(v - top) for v in x))
+                w = [math.exp(v - top) for v in x]  # σ(x) and ln σ(x) from one set of exps
+                z = sum(w)
+                lse = top + math.log(z)
                 log_qs.append([v - lse for v in x])
-            qs = [[math.exp(v) for v in lq] for lq in log_qs]
+                qs.append([v / z for v in w])
             ell = expectations(qs)
             new = complexity() - sum(q * e for q, e in zip(qs[0], ell[0], strict=True))
             running = abs(prev - new) >= self.dF_tol

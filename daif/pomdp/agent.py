@@ -67,9 +67,15 @@ class Agent:
             :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``: one
             ``GenerativeModel`` shared by the batch, or one per agent (same sizes).
         A_factor_list: factors each modality's A depends on.
+        B_action_dependencies, num_controls: control factors each factor's transition
+            depends on and their sizes (pymdp 1.0; see
+            :class:`~daif.pomdp.model.GenerativeModel`). Policies are then sequences of
+            control-factor actions (``policies_multi [P, T, C]``); actions, ``policies`` and
+            ``state.action`` stay one (flattened) index per state factor:
+            :meth:`decode_actions` gives the control factors' actions.
         B_dependencies: factors each factor's next state depends on (default itself);
             ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``. Needs
-            fixed-point inference, enumerated policies and no B learning.
+            fixed-point inference (not MMP).
         policy_len: planning horizon T.
         inference_horizon: MMP window of past observations.
         control_fac_idx: controllable factors (default: factors with > 1 action).
@@ -112,6 +118,8 @@ class Agent:
         model: GenerativeModel | Sequence[GenerativeModel] | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
         B_dependencies: Sequence[Sequence[int]] | None = None,
+        B_action_dependencies: Sequence[Sequence[int]] | None = None,
+        num_controls: Sequence[int] | None = None,
         policy_len: int = 1,
         inference_horizon: int = 1,
         control_fac_idx: list[int] | None = None,
@@ -160,6 +168,8 @@ class Agent:
                 pD,
                 A_factor_list=A_factor_list,
                 B_dependencies=B_dependencies,
+                B_action_dependencies=B_action_dependencies,
+                num_controls=num_controls,
             )
         algo = _ALGOS.get(str(inference_algo).lower())
         if algo is None:
@@ -271,12 +281,11 @@ class Agent:
             ]
 
         self.B_dependencies = model.B_dependencies
-        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and (
-            planning != "enumerate" or algo != "fpi"
-        ):
+        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and algo != "fpi":
             raise ValueError(
                 f"B_dependencies {self.B_dependencies} (a factor's transition depending on "
-                "other factors) needs planning='enumerate' and inference_algo='fpi'"
+                "other factors) needs inference_algo='fpi' (marginal message passing has "
+                "no messages through a transition of several factors here)"
             )
         steps = [int(c.shape[0]) for c in model.C if c.ndim == 2]
         if steps and (planning != "enumerate" or algo != "fpi"):
@@ -292,30 +301,38 @@ class Agent:
         self.pB: list[Tensor] | None = put("pB")
         self.pD: list[Tensor] | None = put("pD")
 
-        # ---- policies
-        nf = self.num_factors
+        # ---- policies: sequences of control-factor actions (one control factor per state
+        # factor unless B_action_dependencies says otherwise), then one index per factor
+        self.B_action_dependencies = model.B_action_dependencies
+        self._multi = model.B_action_dependencies is not None
+        self.num_controls_multi = list(model.num_controls_multi or self.num_controls)
+        nc = len(self.num_controls_multi)
+        what = "control factor" if self._multi else "factor"
         if control_fac_idx is None:
-            control_fac_idx = [f for f in range(nf) if self.num_controls[f] > 1]
-        for f in control_fac_idx:
-            if not 0 <= f < nf:
-                raise ValueError(f"control_fac_idx names factor {f}; there are {nf}")
+            control_fac_idx = [c for c in range(nc) if self.num_controls_multi[c] > 1]
+        for c in control_fac_idx:
+            if not 0 <= c < nc:
+                raise ValueError(f"control_fac_idx names {what} {c}; there are {nc}")
         self.control_fac_idx = list(control_fac_idx)
         if policies is None:
             horizon = 1 if planning == "sophisticated" else self.policy_len
             pols = control.construct_policies(
-                self.num_states, self.num_controls, horizon, self.control_fac_idx
+                self.num_controls_multi, self.num_controls_multi, horizon, self.control_fac_idx
             )
         else:
             pols = torch.as_tensor(np.asarray(policies), dtype=torch.long)
-            if pols.ndim != 3 or pols.shape[2] != nf:
-                raise ValueError(f"policies must have shape [P, T, {nf}]; got {tuple(pols.shape)}")
-            for f in range(nf):
-                if int(pols[..., f].max()) >= self.num_controls[f] or int(pols[..., f].min()) < 0:
+            if pols.ndim != 3 or pols.shape[2] != nc:
+                raise ValueError(f"policies must have shape [P, T, {nc}]; got {tuple(pols.shape)}")
+            for c in range(nc):
+                n = self.num_controls_multi[c]
+                if int(pols[..., c].max()) >= n or int(pols[..., c].min()) < 0:
                     raise ValueError(
-                        f"policies use action {int(pols[..., f].max())} of factor {f}, "
-                        f"which has {self.num_controls[f]} actions"
+                        f"policies use action {int(pols[..., c].max())} of {what} {c}, "
+                        f"which has {n} actions"
                     )
             self.policy_len = int(pols.shape[1]) if planning == "enumerate" else self.policy_len
+        self.policies_multi = pols.to(self.device)
+        pols = self.encode_actions(pols)
         self.policies = pols.to(self.device)
         self.num_policies = int(pols.shape[0])
         for m, c in enumerate(model.C):
@@ -507,6 +524,42 @@ class Agent:
 
     def _D_rows(self, b: int) -> list[Tensor]:
         return [d.expand(b, -1) for d in self.D]
+
+    def encode_actions(self, actions: Tensor) -> Tensor:
+        """Control-factor actions ``[..., C]`` → one index per state factor ``[..., F]``:
+        u_f = the mixed-radix index of (u_c for c in B_action_dependencies[f]), the last
+        control factor fastest (0 for a factor with no control). The identity without
+        ``B_action_dependencies``."""
+        if not self._multi:
+            return actions
+        assert self.B_action_dependencies is not None
+        out = []
+        for deps in self.B_action_dependencies:
+            idx = torch.zeros_like(actions[..., 0])
+            for c in deps:
+                idx = idx * self.num_controls_multi[c] + actions[..., c]
+            out.append(idx)
+        return torch.stack(out, -1)
+
+    def decode_actions(self, actions: Tensor) -> Tensor:
+        """One index per state factor ``[..., F]`` → the control factors' actions
+        ``[..., C]`` (the inverse of :meth:`encode_actions`); the identity without
+        ``B_action_dependencies``."""
+        if not self._multi:
+            return actions
+        assert self.B_action_dependencies is not None
+        out = torch.zeros(
+            *actions.shape[:-1],
+            len(self.num_controls_multi),
+            dtype=actions.dtype,
+            device=actions.device,
+        )
+        for f, deps in enumerate(self.B_action_dependencies):
+            idx = actions[..., f]
+            for c in reversed(deps):
+                out[..., c] = idx % self.num_controls_multi[c]
+                idx = idx // self.num_controls_multi[c]
+        return out
 
     # ------------------------------------------------------------------ functional API
     def init_state(self, batch_size: int | None = None) -> AgentState:
@@ -767,7 +820,12 @@ class Agent:
         return state.replace(q_pi=q_pi, G=G, efe_terms=terms)
 
     def marginals_of(self, state: AgentState) -> list[Tensor]:
-        """q(u_f) = Σ_π q(π) [π_0,f = u] of the state's q(π), F tensors ``[b, U_f]``."""
+        """q(u_c) = Σ_π q(π) [π_0,c = u] of the state's q(π), one ``[b, U_c]`` tensor per
+        control factor (per state factor without ``B_action_dependencies``)."""
+        if self._multi:
+            return control.action_marginals(
+                state.q_pi, self.policies_multi, self.num_controls_multi
+            )
         if self._use_small and state.batch_size == self.batch_size:
             return [small.as_torch(x) for x in self._small.action_marginals(state.q_pi.numpy())]
         return control.action_marginals(state.q_pi, self.policies, self.num_controls)
@@ -787,7 +845,7 @@ class Agent:
             window moved on).
         """
         mode = "deterministic" if deterministic else self.action_selection
-        small_rows = self._use_small and state.batch_size == self.batch_size
+        small_rows = self._use_small and state.batch_size == self.batch_size and not self._multi
         if self.sampling_mode == "marginal" and mode == "deterministic" and small_rows:
             marg = self._small.action_marginals(state.q_pi.numpy())
             action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
@@ -803,6 +861,8 @@ class Agent:
                 action = control.sample_action(
                     self.marginals_of(state), mode, self.alpha, self.generator
                 )
+                if self._multi:  # control factors' actions → one index per state factor
+                    action = self.encode_actions(action)
             else:
                 action = control.sample_policy(
                     state.q_pi, self.policies, mode, self.alpha, self.generator
@@ -1020,13 +1080,19 @@ class Agent:
             raise ValueError("update_B needs an action: call sample_action first")
         if qs is None:
             qs = self.qs
-        if not self.prep.factorised:
-            raise ValueError(f"update_B does not support B_dependencies {self.B_dependencies}")
         if pooled:
             if any(p.shape[0] != 1 for p in self.pB):
                 raise ValueError("update_B(pooled=True) needs pB shared by the batch")
             grown = learning.update_state_likelihood_dirichlet(
-                self.pB, self.B, action, qs, qs_prev, self.lr_pB, 1.0, self.factors_to_learn
+                self.pB,
+                self.B,
+                action,
+                qs,
+                qs_prev,
+                self.lr_pB,
+                1.0,
+                self.factors_to_learn,
+                self.B_dependencies,
             )
             self.pB = [
                 self.fr_pB * p + (g - p).sum(0, keepdim=True)
@@ -1043,6 +1109,7 @@ class Agent:
                 self.lr_pB,
                 self.fr_pB,
                 self.factors_to_learn,
+                self.B_dependencies,
             )
         self.B = learning.expected_parameters(self.pB)
         self._refresh()
@@ -1179,6 +1246,8 @@ def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[Ge
             "num_states": m.num_states,
             "num_controls": m.num_controls,
             "B_dependencies": m.B_dependencies,
+            "B_action_dependencies": m.B_action_dependencies,
+            "num_controls_multi": m.num_controls_multi,
             "C shapes": [tuple(c.shape) for c in m.C],
             **{f"{k} given": getattr(m, k) is not None for k in ("pA", "pB", "pD", "E")},
         }

@@ -730,8 +730,10 @@ def _si_recurse(
     k = qs[0].shape[0]
     # predicted factor marginals for every joint action: [K, U, S_f]
     nxt = []
-    for f, q in enumerate(qs):
-        allu = (q @ model.fwd[f][0]).reshape(k, model.num_controls[f], -1)
+    for f, deps in enumerate(model.B_dependencies):
+        # B_f applied to the mean-field joint of the factors it depends on
+        x = dependency_joint(qs, deps)
+        allu = (x @ model.fwd[f][0]).reshape(k, model.num_controls[f], -1)
         nxt.append(allu[:, joint_actions[:, f], :])
     joint = joint_from_marginals(nxt)  # [K, U, SJ]
     g, qo = _one_step_terms(joint, model, use_utility, use_sig)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from daif.maths import entropy, log_stable, softmax, states_info_gain
+from daif.maths import EPS, entropy, log_stable, softmax
 from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 __all__ = [
@@ -238,7 +238,8 @@ class PreparedModel:
             with ``(q @ fwd_joint)[u] = B_u q`` and ``(q @ fwd_values)[u] = (B_u q) @ values``
             for every joint action u (B_u = ⊗_f B_f[u_f]), or None when too large; they let
             a tree level's terms come from its parents in one product (``fwd_values_t``:
-            one per planning step).
+            one per planning step; ``fwd_values2_t``: ``[bm, SJ, U_J·U_J·(1 + K + K_o)]``,
+            two steps ahead, ``(q @ it)[u1, u2] = (B_u2 B_u1 q) @ values``).
     """
 
     def __init__(
@@ -371,6 +372,7 @@ class PreparedModel:
         """
         self.fwd_joint: Tensor | None = None
         self.fwd_values_t: list[Tensor] | None = None
+        self.fwd_values2_t: list[Tensor] | None = None
         self.fwd_values: Tensor | None = None
         sj, k = self.sj, self.values.shape[-1]
         uj = math.prod(self.num_controls)
@@ -399,6 +401,14 @@ class PreparedModel:
             for v in self.values_t
         ]
         self.fwd_values = self.fwd_values_t[0]
+        # two steps at once, [bm, SJ, U_J·U_J·K]: (q @ it)[u1, u2] = (B_u2 B_u1 q) @ values,
+        # so the last tree level's terms come from its grandparents' states and the widest
+        # state propagation (to the last level's parents) is skipped
+        if sj * uj * uj * k <= limit:
+            self.fwd_values2_t = [
+                (self.fwd_joint.reshape(bm, sj * uj, sj) @ v).reshape(bm, sj, uj * uj * k)
+                for v in self.fwd_values_t
+            ]
 
     def step(self, t: int) -> int:
         """Index of planning step t (0 = the next) in the time-indexed quantities."""
@@ -465,11 +475,11 @@ def terms_from_values(
     qo = vals[..., 1 + k :]
     if not use_states_info_gain:
         return util, vals.new_zeros(vals.shape[:-1]), qo
-    if model.outcome_seg is None:
-        sig = states_info_gain(qo, vals[..., 1])
-    else:
-        h_qo = (qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]: −Σ q ln q
-        sig = (h_qo - vals[..., 1 : 1 + k]).sum(-1)
+    # H[q(o)] − E_q H[p(o|s)] of the joint outcome, or Σ_m of it per modality: with the
+    # modalities side by side Σ_m H[q(o_m)] = −Σ_o q(o) ln q(o) over all of them
+    # (ln floored as log_stable; the logarithm in place saves a pass on large batches)
+    plogp = qo * qo.clamp(min=EPS).log_()
+    sig = -plogp.sum(-1) - vals[..., 1 : 1 + k].sum(-1)
     return util, sig, qo
 
 
@@ -547,15 +557,28 @@ def _evaluate_fused(
     uj = math.prod(nus)
     parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
     levels = len(tree.parents)
-    vals = []
+    utils, sigs = [], []
     for t in range(levels):
         edges = tree.joint_edge_index(t, nus)
         op = model.fwd_values_t[model.step(t)]
-        vals.append(_children(parent, op, edges, uj))  # [b, N_t, 1 + K + K_o]
+        vals = [_children(parent, op, edges, uj)]  # [b, N_t, 1 + K + K_o]
+        last_two = t + 2 == levels and model.fwd_values2_t is not None
+        if last_two and edges is None and tree.joint_edge_index(t + 1, nus) is None:
+            # full last two levels: the last one's terms straight from this level's parents
+            assert model.fwd_values2_t is not None
+            op2 = model.fwd_values2_t[model.step(t + 1)]
+            vals.append(_children(parent, op2, None, uj * uj))
+        for v in vals:
+            u_t, s_t, _ = terms_from_values(v, model, use_utility, use_states_info_gain)
+            utils.append(u_t)
+            sigs.append(s_t)
+        if len(vals) == 2:
+            break
         if t + 1 < levels:
             parent = _children(parent, model.fwd_joint, edges, uj)
-    # the terms of all nodes at once, then each policy's sum over its path in one product
-    util, sig, _ = terms_from_values(torch.cat(vals, 1), model, use_utility, use_states_info_gain)
+    # each policy's sum over its path of nodes in one product ([b, N] terms, not the
+    # [b, N, K] values, are concatenated)
+    util, sig = torch.cat(utils, 1), torch.cat(sigs, 1)
     b, n = util.shape
     per_policy = torch.stack([util, sig]).reshape(2 * b, n) @ tree.path_matrix(util.dtype)
     util, sig = per_policy[:b], per_policy[b:]

@@ -119,6 +119,8 @@ class SmallModel:
         self.sj, self.uj = prep.sj, int(np.prod(self.num_controls))
         self.fwd_joint = _np(prep.fwd_joint)  # [bm, SJ, U_J·SJ]
         self.fwd_values_t = [_np(v) for v in prep.fwd_values_t]  # [bm, SJ, U_J·K]
+        two = prep.fwd_values2_t  # [bm, SJ, U_J·U_J·K], or None
+        self.fwd_values2_t = None if two is None else [_np(v) for v in two]
         self.num_C_steps = prep.num_C_steps
         self.k = prep.num_entropies
         levels = len(tree.parents)
@@ -318,6 +320,14 @@ class SmallModel:
             v = _matmul(parent, op)
             v = v.reshape(b, -1, v.shape[-1] // self.uj)
             vals.append(v if idx is None else v[:, idx])
+            last_two = t + 2 == levels and self.fwd_values2_t is not None
+            if last_two and idx is None and self.edges[t + 1] is None:
+                # full last two levels: the last one's values from this level's parents
+                assert self.fwd_values2_t is not None
+                op2 = self.fwd_values2_t[t + 1 if self.num_C_steps > 1 else 0]
+                v2 = _matmul(parent, op2)
+                vals.append(v2.reshape(b, -1, v2.shape[-1] // (self.uj * self.uj)))
+                break
             if t + 1 < levels:
                 nxt = _matmul(parent, self.fwd_joint).reshape(b, -1, self.sj)
                 parent = nxt if idx is None else nxt[:, idx]

@@ -177,17 +177,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("info_gain", ["joint", "per_modality"])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_numpy_path_equals_torch_path(case, info_gain):
+def test_numpy_path_equals_torch_path(case, info_gain, batch):
+    """One agent runs the fixed-point iteration on Python floats, a batch on arrays."""
     num_obs, num_states, num_controls, deps, policy_len, c_steps = CASES[case]
     rng = np.random.default_rng(case)
     model = random_model(rng, num_obs, num_states, num_controls, deps, c_steps)
     kw = dict(
         model=model,
         policy_len=policy_len,
-        batch_size=3,
-        gamma=[2.0, 8.0, 16.0],
+        batch_size=batch,
+        gamma=[2.0, 8.0, 16.0][:batch] if batch > 1 else 8.0,
         info_gain=info_gain,
         dtype=F64,
     )
@@ -195,9 +197,9 @@ def test_numpy_path_equals_torch_path(case, info_gain):
     assert fast._use_small and not slow._use_small
     sf = ss = None
     for step in range(4):
-        obs = np.stack([rng.integers(o, size=3) for o in num_obs], 1)
+        obs = np.stack([rng.integers(o, size=batch) for o in num_obs], 1)
         mask = rng.random(obs.shape) > 0.3 if step == 2 else None
-        start = np.array([False, step == 3, False]) if step else None
+        start = np.array([False, step == 3, False][:batch]) if step else None
         af, sf = fast.act(obs, sf, start, mask=mask)
         as_, ss = slow.act(obs, ss, start, mask=mask)
         assert torch.equal(af, as_)

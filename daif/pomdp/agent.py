@@ -687,6 +687,11 @@ class Agent:
         return state.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
 
     def _infer_small(self, obs: Any, state: AgentState, mask: Any) -> AgentState:
+        post = self._small_posterior(obs, state, mask)
+        return state.replace(**self._small_beliefs(state, post))
+
+    def _small_posterior(self, obs: Any, state: AgentState, mask: Any) -> list[np.ndarray]:
+        """The fpi posterior of the NumPy path, F arrays ``[b, S_f]``."""
         sm = self._small
         o, m = self._as_obs_np(obs, mask)
         has = state.has_action.numpy()
@@ -695,17 +700,51 @@ class Agent:
             prior = sm.empirical_prior(qs_np, state.action.numpy(), has)
         else:
             prior = [np.broadcast_to(d, q.shape) for d, q in zip(sm.D, qs_np, strict=True)]
-        post = sm.fpi(sm.log_likelihood(o, m), prior)
-        qs = [small.as_torch(q) for q in post]
-        new = state.replace(qs=qs)
+        return sm.fpi(sm.log_likelihood(o, m), prior)
+
+    def _small_beliefs(self, state: AgentState, post: list[np.ndarray]) -> dict[str, Any]:
+        """State changes for a NumPy posterior: ``qs`` and, in rows without one yet, the
+        episode's first posterior."""
+        out: dict[str, Any] = {"qs": [small.as_torch(q) for q in post]}
         first_set = state.has_first.numpy()
-        if first_set.all():
-            return new
-        first = [
-            small.as_torch(np.where(first_set[:, None], a.numpy(), q))
-            for a, q in zip(state.qs_first, post, strict=True)
-        ]
-        return new.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
+        if not first_set.all():
+            out["qs_first"] = [
+                small.as_torch(np.where(first_set[:, None], a.numpy(), q))
+                for a, q in zip(state.qs_first, post, strict=True)
+            ]
+            out["has_first"] = torch.ones_like(state.has_first)
+        return out
+
+    def _small_plan(self, qs: list[np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+        """q(π) (NumPy) and the state changes of planning on the NumPy path."""
+        sm = self._small
+        util, sig = sm.evaluate_policies(qs, self.use_utility, self.use_states_info_gain)
+        g = -(util + sig)
+        q_pi = sm.posterior_over_policies(g, self._gamma_np)
+        G = small.as_torch(g)
+        terms = {
+            "utility": small.as_torch(util),
+            "states_info_gain": small.as_torch(sig),
+            "param_info_gain": small.as_torch(np.zeros_like(g)),
+            "G": G,
+        }
+        return q_pi, {"q_pi": small.as_torch(q_pi), "G": G, "efe_terms": terms}
+
+    def _act_small(self, obs: Any, state: AgentState, mask: Any) -> tuple[Tensor, AgentState]:
+        """:meth:`act` (argmax of the action marginals) on the NumPy path in one pass: the
+        beliefs cross into torch once, at the end."""
+        post = self._small_posterior(obs, state, mask)
+        q_pi, changes = self._small_plan(post)
+        marg = self._small.action_marginals(q_pi)
+        action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
+        has = state.has_action
+        changes.update(
+            self._small_beliefs(state, post),
+            action=action,
+            has_action=has if has.numpy().all() else torch.ones_like(has),
+            t=small.as_torch(state.t.numpy() + 1),
+        )
+        return action, state.replace(**changes)
 
     def _infer_mmp(self, o: Tensor, m: Tensor | None, state: AgentState) -> AgentState:
         """Marginal message passing over each row's own window.
@@ -764,20 +803,8 @@ class Agent:
             and self.planning == "enumerate"
             and state.batch_size == self.batch_size
         ):
-            sm = self._small
-            util, sig = sm.evaluate_policies(
-                [q.numpy() for q in state.qs], self.use_utility, self.use_states_info_gain
-            )
-            g = -(util + sig)
-            G = small.as_torch(g)
-            terms = {
-                "utility": small.as_torch(util),
-                "states_info_gain": small.as_torch(sig),
-                "param_info_gain": torch.zeros_like(G),
-                "G": G,
-            }
-            q_pi = small.as_torch(sm.posterior_over_policies(g, self._gamma_np))
-            return state.replace(q_pi=q_pi, G=G, efe_terms=terms)
+            _, changes = self._small_plan([q.numpy() for q in state.qs])
+            return state.replace(**changes)
         with torch.inference_mode():
             return self._plan_torch(state)
 
@@ -918,6 +945,14 @@ class Agent:
             state = self.init_state()
         elif episode_start is not None:
             state = self.reset_state(state, episode_start)
+        if (
+            self._use_small
+            and not self._multi
+            and self.sampling_mode == "marginal"
+            and (deterministic or self.action_selection == "deterministic")
+            and state.batch_size == self.batch_size
+        ):
+            return self._act_small(obs, state, mask)
         state = self.plan(self.infer(obs, state, mask))
         return self.choose(state, deterministic)
 

@@ -49,6 +49,7 @@ __all__ = [
     "construct_policies",
     "evaluate_policies",
     "evaluate_sequences",
+    "policy_operator",
     "posterior_over_policies",
     "sample_action",
     "sample_policy",
@@ -541,6 +542,79 @@ def evaluate_policies(
     }
 
 
+def _node_values(parent: Tensor, model: PreparedModel, tree: PolicyTree) -> list[Tensor]:
+    """Per tree level, ``[b, N_t, K]``: each node's ``q(s) @ values`` (utility, outcome
+    entropies, predicted outcomes) from the root joint states ``parent [b, 1, SJ]``, level by
+    level with the joint-action operators (the last two full levels in one product)."""
+    assert model.fwd_values_t is not None and model.fwd_joint is not None
+    nus = model.num_controls
+    uj = math.prod(nus)
+    levels = len(tree.parents)
+    out = []
+    for t in range(levels):
+        edges = tree.joint_edge_index(t, nus)
+        out.append(_children(parent, model.fwd_values_t[model.step(t)], edges, uj))
+        last_two = t + 2 == levels and model.fwd_values2_t is not None
+        if last_two and edges is None and tree.joint_edge_index(t + 1, nus) is None:
+            # full last two levels: the last one's values straight from this level's parents
+            assert model.fwd_values2_t is not None
+            op2 = model.fwd_values2_t[model.step(t + 1)]
+            out.append(_children(parent, op2, None, uj * uj))
+            break
+        if t + 1 < levels:
+            parent = _children(parent, model.fwd_joint, edges, uj)
+    return out
+
+
+def policy_operator(model: PreparedModel, tree: PolicyTree, limit: int = 2**22) -> Tensor | None:
+    """The values of every node of the policy tree as one linear map of the current joint
+    state: ``W [bm, SJ, N·K]`` with ``(q(s) @ W)[n] = q(s_n | π) @ values`` for the N nodes
+    (levels concatenated).
+
+    The mean-field predictions of a factorised B are linear in the joint state,
+    q(s_n) = B_{u_t} ⋯ B_{u_1} q(s), so planning is one product instead of a loop over
+    levels. Built once per model and tree by running :func:`_node_values` on the basis
+    states; None when B has factor dependencies, when there are no joint-action operators,
+    or when W would have more than ``limit`` entries. Cached on ``model``.
+    """
+    cache = model.__dict__.setdefault("_policy_operators", {})
+    hit = cache.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
+    W = None
+    if model.fwd_values_t is not None and model.fwd_joint is not None:
+        sj, k = model.sj, model.values.shape[-1]
+        n = sum(int(p.shape[0]) for p in tree.parents)
+        bm = max(model.fwd_joint.shape[0], *(v.shape[0] for v in model.fwd_values_t))
+        if bm * sj * n * k <= limit:
+            eye = torch.eye(sj, dtype=model.lnA.dtype, device=model.lnA.device).unsqueeze(1)
+            ops = []
+            for z in range(bm):
+                one = _ModelRow(model, z)
+                vals = _node_values(eye, one, tree)  # type: ignore[arg-type]
+                ops.append(torch.cat(vals, 1).reshape(sj, n * k))
+            W = torch.stack(ops)
+    cache[id(tree)] = (tree, W)
+    return W
+
+
+class _ModelRow:
+    """Model ``z`` of a batch of prepared models, for :func:`_node_values` (shared
+    operators, ``bm`` = 1, are used as they are)."""
+
+    def __init__(self, model: PreparedModel, z: int) -> None:
+        def row(x: Tensor) -> Tensor:
+            return x if x.shape[0] == 1 else x[z : z + 1]
+
+        assert model.fwd_values_t is not None and model.fwd_joint is not None
+        self.num_controls = model.num_controls
+        self.fwd_joint = row(model.fwd_joint)
+        self.fwd_values_t = [row(v) for v in model.fwd_values_t]
+        two = model.fwd_values2_t
+        self.fwd_values2_t = None if two is None else [row(v) for v in two]
+        self.step = model.step
+
+
 def _evaluate_fused(
     parent_q: list[Tensor],
     model: PreparedModel,
@@ -548,37 +622,25 @@ def _evaluate_fused(
     use_utility: bool,
     use_states_info_gain: bool,
 ) -> dict[str, Tensor]:
-    """:func:`evaluate_policies` with the joint-action operators: each level's terms
-    come from its parents' joint states in one product, and joint states are propagated
-    only to the levels that have children (the same mean-field predictions, since
+    """:func:`evaluate_policies` with the joint-action operators: every node's values in one
+    product with :func:`policy_operator` where it is small enough, else level by level from
+    the parents' joint states (the same mean-field predictions, since
     ⊗_f B_f q_f = (⊗_f B_f)(⊗_f q_f))."""
-    assert model.fwd_values_t is not None and model.fwd_joint is not None
-    nus = model.num_controls
-    uj = math.prod(nus)
-    parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
-    levels = len(tree.parents)
+    joint = joint_from_marginals(parent_q)  # [b, 1, SJ]
+    W = policy_operator(model, tree)
+    if W is not None:
+        b = joint.shape[0]
+        vals = [_matmul(joint, W).reshape(b, -1, model.values.shape[-1])]
+    else:
+        vals = _node_values(joint, model, tree)
     utils, sigs = [], []
-    for t in range(levels):
-        edges = tree.joint_edge_index(t, nus)
-        op = model.fwd_values_t[model.step(t)]
-        vals = [_children(parent, op, edges, uj)]  # [b, N_t, 1 + K + K_o]
-        last_two = t + 2 == levels and model.fwd_values2_t is not None
-        if last_two and edges is None and tree.joint_edge_index(t + 1, nus) is None:
-            # full last two levels: the last one's terms straight from this level's parents
-            assert model.fwd_values2_t is not None
-            op2 = model.fwd_values2_t[model.step(t + 1)]
-            vals.append(_children(parent, op2, None, uj * uj))
-        for v in vals:
-            u_t, s_t, _ = terms_from_values(v, model, use_utility, use_states_info_gain)
-            utils.append(u_t)
-            sigs.append(s_t)
-        if len(vals) == 2:
-            break
-        if t + 1 < levels:
-            parent = _children(parent, model.fwd_joint, edges, uj)
+    for v in vals:
+        u_t, s_t, _ = terms_from_values(v, model, use_utility, use_states_info_gain)
+        utils.append(u_t)
+        sigs.append(s_t)
     # each policy's sum over its path of nodes in one product ([b, N] terms, not the
     # [b, N, K] values, are concatenated)
-    util, sig = torch.cat(utils, 1), torch.cat(sigs, 1)
+    util, sig = (utils[0], sigs[0]) if len(vals) == 1 else (torch.cat(utils, 1), torch.cat(sigs, 1))
     b, n = util.shape
     per_policy = torch.stack([util, sig]).reshape(2 * b, n) @ tree.path_matrix(util.dtype)
     util, sig = per_policy[:b], per_policy[b:]

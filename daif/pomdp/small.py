@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import string
-from operator import mul
+from operator import add, mul
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from daif.maths import EPS
+from daif.pomdp.control import policy_operator
 
-if TYPE_CHECKING:  # control imports nothing from here; only the annotations need it
+if TYPE_CHECKING:
     from daif.pomdp.control import PolicyTree, PreparedModel
 
 __all__ = ["SmallModel", "is_small"]
@@ -120,6 +121,9 @@ class SmallModel:
         self.fwd_joint = _np(prep.fwd_joint)  # [bm, SJ, U_J·SJ]
         self.fwd_values_t = [_np(v) for v in prep.fwd_values_t]  # [bm, SJ, U_J·K]
         two = prep.fwd_values2_t  # [bm, SJ, U_J·U_J·K], or None
+        # every tree node's values as one map of the joint state, [bm, SJ, N·K], or None
+        self.W = _np(policy_operator(prep, tree))
+        self.K = int(prep.values.shape[-1])
         self.fwd_values2_t = None if two is None else [_np(v) for v in two]
         self.num_C_steps = prep.num_C_steps
         self.k = prep.num_entropies
@@ -244,13 +248,13 @@ class SmallModel:
 
         The accuracy term of F, Σ_s ln p(o|s) Π_f q(s_f), is Σ_i q_0(i) ℓ_0(i) with
         ℓ_f = E_{q(s_¬f)}[ln p(o|s)], so the expectations computed for the stopping test
-        are the next sweep's input.
+        are the next sweep's input; and after a sweep ln q_f = ℓ'_f + ln p_f − ln Z_f (ℓ'
+        of the previous sweep), so the complexity is Σ_f (q_f · ℓ'_f − ln Z_f).
         """
         sizes = self.num_states
         index = self._joint_index
         nf = len(sizes)
         qs = [[1.0 / n] * n for n in sizes]
-        log_qs = [[-math.log(n)] * n for n in sizes]
 
         if nf == 2:  # rows and columns of ln p(o|s) as a [S_0, S_1] table
             n1 = sizes[1]
@@ -272,30 +276,27 @@ class SmallModel:
                     out[f][idx[f]] += w
             return out
 
-        def complexity() -> float:
-            return sum(
-                q * (lq - lp)
-                for qf, lqf, lpf in zip(qs, log_qs, log_prior, strict=True)
-                for q, lq, lp in zip(qf, lqf, lpf, strict=True)
-            )
-
-        prev = complexity()
+        # the complexity of the uniform start: Σ_f Σ_i q (ln q − ln p)
+        prev = sum(
+            sum((-math.log(n) - lp) / n for lp in lpf)
+            for n, lpf in zip(sizes, log_prior, strict=True)
+        )
         running = self.dF >= self.dF_tol
         ell = expectations(qs)
         for _ in range(self.num_iter):
             if not running:
                 break
-            log_qs, qs = [], []
+            qs, new = [], 0.0
             for e, lp in zip(ell, log_prior, strict=True):
-                x = [a + c for a, c in zip(e, lp, strict=True)]
+                x = list(map(add, e, lp))
                 top = max(x)
-                w = [math.exp(v - top) for v in x]  # σ(x) and ln σ(x) from one set of exps
+                w = [math.exp(v - top) for v in x]
                 z = sum(w)
-                lse = top + math.log(z)
-                log_qs.append([v - lse for v in x])
-                qs.append([v / z for v in w])
+                q = [v / z for v in w]
+                qs.append(q)
+                new += sum(map(mul, q, e)) - top - math.log(z)
             ell = expectations(qs)
-            new = complexity() - sum(q * e for q, e in zip(qs[0], ell[0], strict=True))
+            new -= sum(map(mul, qs[0], ell[0]))
             running = abs(prev - new) >= self.dF_tol
             prev = new
         return qs
@@ -314,6 +315,9 @@ class SmallModel:
         b = parent.shape[0]
         levels = len(self.edges)
         vals = []
+        if self.W is not None:  # one product for the whole tree
+            levels = 0
+            vals.append(_matmul(parent, self.W).reshape(b, -1, self.K))
         for t in range(levels):
             idx = self.edges[t]
             op = self.fwd_values_t[t if self.num_C_steps > 1 else 0]
@@ -331,7 +335,7 @@ class SmallModel:
             if t + 1 < levels:
                 nxt = _matmul(parent, self.fwd_joint).reshape(b, -1, self.sj)
                 parent = nxt if idx is None else nxt[:, idx]
-        vals_all = vals[0] if levels == 1 else np.concatenate(vals, 1)  # [b, N, K]
+        vals_all = vals[0] if len(vals) == 1 else np.concatenate(vals, 1)  # [b, N, K]
         k = self.k
         zero = np.zeros(vals_all.shape[:-1], dtype=vals_all.dtype)
         util = vals_all[..., 0] if use_utility else zero
@@ -365,5 +369,5 @@ def _matmul(x: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def as_torch(x: np.ndarray) -> Tensor:
-    """A NumPy result as a CPU tensor (no copy)."""
-    return torch.from_numpy(np.ascontiguousarray(x))
+    """A NumPy result as a CPU tensor (no copy; strided views are fine)."""
+    return torch.from_numpy(x)

@@ -241,3 +241,52 @@ def test_numpy_path_names_a_bad_observation():
     with pytest.raises(ValueError, match="integer indices"):
         agent.act([0.5, 0, 0])
     assert math.isfinite(float(agent.act([0, 0, 1])[1].q_pi.sum()))
+
+
+# ---------------------------------------------------------------- learned counts in the state
+def two_state_learner(**kw) -> Agent:
+    """Identity A; B uniform with Dirichlet counts 0.5 everywhere; one action."""
+    pB = np.full((2, 2, 1), 0.5)
+    return Agent(np.eye(2), pB=pB, D=np.array([1.0, 0.0]), dtype=F64, **kw)
+
+
+def test_learned_counts_live_in_the_state_by_hand():
+    agent = two_state_learner()
+    _, s1 = agent.act(0)  # certain of state 0, then action 0
+    s2 = agent.infer(1, s1)  # the move 0 → 1 is seen: q(s) = [0, 1]
+    qs_prev = s1.qs
+    learned = agent.learn_B(qs_prev, s2)
+    # pB[s', s, u=0] += q(s') q_prev(s): only [1, 0, 0] gains 1 → B[:, 0, 0] = [.5, 1.5] / 2
+    np.testing.assert_allclose(learned.params.pB[0][0, :, :, 0].numpy(), [[0.5, 0.5], [1.5, 0.5]])
+    np.testing.assert_allclose(learned.params.B[0][0, :, 0, 0].numpy(), [0.25, 0.75])
+    # the agent's own model did not change; the learned state predicts with its own B
+    np.testing.assert_allclose(agent.B[0][0, :, 0, 0].numpy(), [0.5, 0.5])
+    from_state_0 = learned.replace(qs=qs_prev, action=torch.zeros(1, 1, dtype=torch.long))
+    np.testing.assert_allclose(agent.empirical_prior_of(from_state_0)[0][0].numpy(), [0.25, 0.75])
+    np.testing.assert_allclose(
+        agent.empirical_prior_of(from_state_0.replace(params=None))[0][0].numpy(), [0.5, 0.5]
+    )
+    # a new episode keeps what was learned
+    assert agent.reset_state(learned).params is learned.params
+    assert agent.reset_state(learned, np.array([True])).params is learned.params
+
+
+def test_stateful_update_B_is_learn_B_on_agent_state():
+    functional, stateful = two_state_learner(), two_state_learner()
+    state = None
+    for obs in (0, 1, 1, 0):
+        prev = stateful.qs if stateful.action is not None else None
+        stateful.infer_states(obs)
+        if prev is not None:
+            stateful.update_B(prev)
+        stateful.infer_policies()
+        stateful.sample_action()
+
+        prev_f = state.qs if state is not None and bool(state.has_action.all()) else None
+        state = functional.infer(obs, state if state is not None else functional.init_state())
+        if prev_f is not None:
+            state = functional.learn_B(prev_f, state)
+        _, state = functional.choose(functional.plan(state))
+    torch.testing.assert_close(state.params.pB[0], stateful.pB[0], rtol=0, atol=1e-12)
+    assert functional.pB[0].shape == (1, 2, 2, 1)  # the agent's own counts never moved
+    np.testing.assert_allclose(functional.pB[0].numpy(), np.full((1, 2, 2, 1), 0.5))

@@ -14,13 +14,14 @@
 """
 
 from daif.pomdp import control, inference, learning, maths, small, tasks
-from daif.pomdp.agent import Agent, AgentState
+from daif.pomdp.agent import Agent, AgentState, ModelParams
 from daif.pomdp.model import GenerativeModel
 
 __all__ = [
     "Agent",
     "AgentState",
     "GenerativeModel",
+    "ModelParams",
     "control",
     "inference",
     "learning",

@@ -13,9 +13,11 @@ generative model. Two ways to call it:
 * stateful (pymdp 0.0.7.1's ``infer_states``, ``infer_policies``, ``sample_action``,
   ``reset``, ``step``): the same calls on ``agent.state``.
 
-The generative model and its Dirichlet counts stay on the agent (shared by every state);
-``update_A``, ``update_B`` (per agent, or ``pooled`` into one shared model) and
-``update_D`` change them.
+Learned counts live in the state too: ``learn_A``, ``learn_B`` (per agent, or ``pooled``
+into one shared model) and ``learn_D`` return a state whose ``params`` (a
+:class:`ModelParams`: A, B, D and their Dirichlet counts) the next calls run on; a state
+without ``params`` runs on the agent's own model. The stateful ``update_A/B/D`` learn on
+``agent.state`` and make the result the agent's own model.
 
 Fixed-point inference and enumerated planning of small models on the CPU run in NumPy
 (:mod:`daif.pomdp.small`, the same maths with less per-call overhead; ``backend``).
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,7 @@ from torch import Tensor
 from daif.pomdp import control, inference, learning, small
 from daif.pomdp.model import GenerativeModel
 
-__all__ = ["Agent", "AgentState"]
+__all__ = ["Agent", "AgentState", "ModelParams"]
 
 _ALGOS = {"fpi": "fpi", "vanilla": "fpi", "mmp": "mmp"}
 _PLANNING = ("enumerate", "sophisticated")
@@ -293,13 +295,11 @@ class Agent:
                 "time-indexed C (a [T, O] preference per modality) needs planning='enumerate' "
                 "and inference_algo='fpi'"
             )
-        self.A: list[Tensor] = put("A")
-        self.B: list[Tensor] = put("B")
         self.C: list[Tensor] = put("C")
-        self.D: list[Tensor] = put("D")
-        self.pA: list[Tensor] | None = put("pA")
-        self.pB: list[Tensor] | None = put("pB")
-        self.pD: list[Tensor] | None = put("pD")
+        # A, B, D and the counts: the learnable model (assigning one re-prepares it)
+        self._params = ModelParams(put("A"), put("B"), put("D"), put("pA"), put("pB"), put("pD"))
+        self._own_cache: _Derived | None = None
+        self._derived_cache: dict[int, tuple[ModelParams, _Derived]] = {}
 
         # ---- policies: sequences of control-factor actions (one control factor per state
         # factor unless B_action_dependencies says otherwise), then one index per factor
@@ -347,10 +347,10 @@ class Agent:
                 f"E has {model.E.shape[-1]} entries but there are {self.num_policies} policies"
             )
         # [P] shared, or [b, P] for a batch of models
-        self.E = None
+        self._E: Tensor | None = None
         if model.E is not None:
             E = model.E if models is None else torch.stack([m.E for m in models])  # type: ignore[misc]
-            self.E = E.to(self.device, self.dtype)
+            self._E = E.to(self.device, self.dtype)
 
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -360,9 +360,6 @@ class Agent:
             raise ValueError(f"backend must be one of {_BACKENDS}; got {backend!r}")
         self.backend = backend
         self._num_obs_np = np.asarray(self.num_obs)
-        self._gamma_np: float | np.ndarray = (
-            self.gamma if isinstance(self.gamma, float) else self.gamma.cpu().numpy()
-        )
         self._refresh()
         self.state = self.init_state()
 
@@ -376,31 +373,121 @@ class Agent:
 
     def _refresh(self) -> None:
         """Recompute planning quantities after A, B, D or their counts changed."""
-        self.prep = control.PreparedModel(
-            self.A,
-            self.B,
-            self.C,
-            self.pA if self.use_param_info_gain else None,
-            self.pB if self.use_param_info_gain else None,
-            info_gain=self.info_gain,
-            param_info_gain=self.param_info_gain,
-            B_dependencies=self.B_dependencies,
-        )
-        if self.planning == "sophisticated" and self.prep.L is None:
-            raise ValueError(
-                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
-                f"space of {self.num_obs} is too large"
-            )
-        if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
-            raise ValueError(
-                "planning='sophisticated' needs a model shared by the batch (no learning)"
-            )
-        self._small_model: small.SmallModel | None = None  # rebuilt on first use
-        self._use_small = self._small_applies()
+        self._own_cache = _Derived(self, self._params)
+        self._derived_cache = {}
 
-    def _small_applies(self) -> bool:
+    @property
+    def _own(self) -> _Derived:
+        if self._own_cache is None:
+            self._refresh()
+        assert self._own_cache is not None
+        return self._own_cache
+
+    def _set_params(self, **changes: Any) -> None:
+        self._params = self._params.replace(**changes)
+        self._own_cache = None  # prepared again on next use
+
+    @property
+    def params(self) -> ModelParams:
+        """The agent's own model parameters and counts (what a state without ``params``
+        uses)."""
+        return self._params
+
+    @property
+    def A(self) -> list[Tensor]:
+        """M tensors ``[bm, O_m, S_1..S_F]``, the likelihood."""
+        return self._params.A
+
+    @A.setter
+    def A(self, value: list[Tensor]) -> None:
+        self._set_params(A=list(value))
+
+    @property
+    def B(self) -> list[Tensor]:
+        """F tensors ``[bm, S_f, *S_deps, U_f]``, the transitions."""
+        return self._params.B
+
+    @B.setter
+    def B(self, value: list[Tensor]) -> None:
+        self._set_params(B=list(value))
+
+    @property
+    def D(self) -> list[Tensor]:
+        """F tensors ``[bm, S_f]``, the initial-state prior."""
+        return self._params.D
+
+    @D.setter
+    def D(self, value: list[Tensor]) -> None:
+        self._set_params(D=list(value))
+
+    @property
+    def pA(self) -> list[Tensor] | None:
+        """Dirichlet counts of A (or None)."""
+        return self._params.pA
+
+    @pA.setter
+    def pA(self, value: list[Tensor] | None) -> None:
+        self._set_params(pA=value)
+
+    @property
+    def pB(self) -> list[Tensor] | None:
+        """Dirichlet counts of B (or None)."""
+        return self._params.pB
+
+    @pB.setter
+    def pB(self, value: list[Tensor] | None) -> None:
+        self._set_params(pB=value)
+
+    @property
+    def E(self) -> Tensor | None:
+        """The prior over policies ``[P]`` (or ``[b, P]``), None: uniform."""
+        return self._E
+
+    @E.setter
+    def E(self, value: Tensor | None) -> None:
+        self._E = value
+        self._own_cache = None  # the NumPy step keeps ln E
+        self._derived_cache = {}
+
+    @property
+    def pD(self) -> list[Tensor] | None:
+        """Dirichlet counts of D (or None)."""
+        return self._params.pD
+
+    @pD.setter
+    def pD(self, value: list[Tensor] | None) -> None:
+        self._set_params(pD=value)
+
+    @property
+    def prep(self) -> control.PreparedModel:
+        """Planning quantities of the agent's own model."""
+        return self._own.prep
+
+    @property
+    def _use_small(self) -> bool:
+        return self._own.use_small
+
+    @property
+    def _small(self) -> small.SmallModel:
+        return self._own.small
+
+    def _ctx(self, state: AgentState) -> _Derived:
+        """The derived model a state runs on: the agent's own, or its learned ``params``
+        (prepared once per parameter set and kept for the last few)."""
+        if state.params is None:
+            return self._own
+        key = id(state.params)
+        hit = self._derived_cache.get(key)
+        if hit is not None and hit[0] is state.params:
+            return hit[1]
+        derived = _Derived(self, state.params)
+        if len(self._derived_cache) >= 8:
+            self._derived_cache.pop(next(iter(self._derived_cache)))
+        self._derived_cache[key] = (state.params, derived)
+        return derived
+
+    def _small_applies(self, prep: control.PreparedModel) -> bool:
         """Whether the NumPy step (:mod:`daif.pomdp.small`) runs fpi and planning."""
-        prep = self.prep
         if (
             self.backend == "torch"
             or self.device.type != "cpu"
@@ -417,22 +504,6 @@ class Agent:
         parents = max([1] + [int(p.shape[0]) for p in self.tree.parents[:-1]])
         uj = math.prod(self.num_controls)
         return small.is_small(prep.sj, uj, k, self.batch_size, parents)
-
-    @property
-    def _small(self) -> small.SmallModel:
-        if self._small_model is None:
-            p = self.inference_params
-            self._small_model = small.SmallModel(
-                self.prep,
-                self.D,
-                self.policies,
-                self.tree,
-                self.E,
-                p["num_iter"],
-                p["dF"],
-                p["dF_tol"],
-            )
-        return self._small_model
 
     def _as_obs(
         self, obs: Any, mask: Any = None, rows: int | None = None
@@ -502,20 +573,6 @@ class Agent:
             raise ValueError(f"{what} batch has {a.shape[0]} rows; the state has {self.batch_size}")
         return a
 
-    def _expand_model(self) -> None:
-        """Give every agent its own copy of the model before it learns."""
-        b = self.batch_size
-
-        def ex(lst: list[Tensor] | None) -> list[Tensor] | None:
-            if lst is None:
-                return None
-            return [t.expand(b, *t.shape[1:]).clone() if t.shape[0] == 1 else t for t in lst]
-
-        self.A = ex(self.A)  # type: ignore[assignment]
-        self.B = ex(self.B)  # type: ignore[assignment]
-        self.D = ex(self.D)  # type: ignore[assignment]
-        self.pA, self.pB, self.pD = ex(self.pA), ex(self.pB), ex(self.pD)
-
     def _policy_prior(self, b: int) -> Tensor:
         p = self.num_policies
         if self.E is not None:
@@ -562,12 +619,15 @@ class Agent:
         return out
 
     # ------------------------------------------------------------------ functional API
-    def init_state(self, batch_size: int | None = None) -> AgentState:
+    def init_state(
+        self, batch_size: int | None = None, params: ModelParams | None = None
+    ) -> AgentState:
         """Fresh episodes: uniform q(s), no last action (the next prior is D), q(π) = E.
 
         Args:
             batch_size: rows (default the agent's ``batch_size``; a batch of models, or
                 per-agent γ / α, needs exactly that many).
+            params: learned model parameters the state carries (None: the agent's own).
         Returns:
             an :class:`AgentState` of ``batch_size`` rows.
         """
@@ -585,20 +645,21 @@ class Agent:
             qs_first=[q.clone() for q in qs],
             has_first=torch.zeros(b, dtype=torch.bool, device=dev),
             t=torch.zeros(b, dtype=torch.long, device=dev),
+            params=params,
         )
         if self.inference_algo == "mmp":
             h = self.inference_horizon
             state.lh = torch.ones(b, h, self.prep.sj, dtype=dt, device=dev)
             state.acts = torch.zeros(b, h - 1, self.num_factors, dtype=torch.long, device=dev)
             state.count = torch.zeros(b, dtype=torch.long, device=dev)
-            state.latest = [d.clone() for d in self._D_rows(b)]
+            state.latest = [d.expand(b, -1).clone() for d in self._ctx(state).D]
         return state
 
     def reset_state(self, state: AgentState, episode_start: Any = None) -> AgentState:
         """Start new episodes in the rows where ``episode_start`` is True (all if None).
 
         Reset rows get uniform q(s), no last action, q(π) = E and an empty MMP window;
-        the other rows are returned unchanged.
+        the other rows are returned unchanged, and learned ``params`` are kept.
 
         Args:
             state: the current state, ``b`` rows.
@@ -608,15 +669,15 @@ class Agent:
         """
         b = state.batch_size
         if episode_start is None:
-            return self.init_state(b)
+            return self.init_state(b, state.params)
         m = torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=self.device)
         if m.shape != (b,):
             raise ValueError(f"episode_start must have shape [{b}]; got {tuple(m.shape)}")
         if not bool(m.any()):
             return state
         if bool(m.all()):
-            return self.init_state(b)
-        fresh = self.init_state(b)
+            return self.init_state(b, state.params)
+        fresh = self.init_state(b, state.params)
         return AgentState.select(m, fresh, state)
 
     def empirical_prior_of(self, state: AgentState) -> list[Tensor]:
@@ -630,7 +691,8 @@ class Agent:
             F tensors ``[b, S_f]``.
         """
         b = state.batch_size
-        d = self._D_rows(b)
+        c = self._ctx(state)
+        d = [x.expand(b, -1) for x in c.D]
         if not bool(state.has_action.any()):
             return [x.clone() for x in d]
         all_acted = bool(state.has_action.all())
@@ -638,7 +700,7 @@ class Agent:
         for f, deps in enumerate(self.B_dependencies):
             pred = inference._apply(
                 control.dependency_joint(state.qs, deps).unsqueeze(1),
-                self.prep.fwd[f],
+                c.prep.fwd[f],
                 state.action[:, f : f + 1],
                 self.num_controls[f],
             ).squeeze(1)
@@ -661,21 +723,23 @@ class Agent:
         Returns:
             the new state (``qs``; under MMP also ``qs_seq``, ``F`` and the window).
         """
-        if self._use_small and state.batch_size == self.batch_size:
-            return self._infer_small(obs, state, mask)
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            post = self._small_posterior(obs, state, mask, c)
+            return state.replace(**self._small_beliefs(state, post))
         with torch.inference_mode():
-            return self._infer_torch(obs, state, mask)
+            return self._infer_torch(obs, state, mask, c)
 
-    def _infer_torch(self, obs: Any, state: AgentState, mask: Any) -> AgentState:
+    def _infer_torch(self, obs: Any, state: AgentState, mask: Any, c: _Derived) -> AgentState:
         o, m = self._as_obs(obs, mask, state.batch_size)
         if self.inference_algo == "fpi":
             prior = self.empirical_prior_of(state)
             p = self.inference_params
-            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets, m)
+            log_lik = inference.joint_log_likelihood(c.prep.lnA, o, c.prep.obs_offsets, m)
             qs = inference.fpi(log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"])
             new = state.replace(qs=qs)
         else:
-            new = self._infer_mmp(o, m, state)
+            new = self._infer_mmp(o, m, state, c)
         return self._note_first(new)
 
     def _note_first(self, state: AgentState) -> AgentState:
@@ -686,13 +750,11 @@ class Agent:
         first = [torch.where(keep, a, q) for a, q in zip(state.qs_first, state.qs, strict=True)]
         return state.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
 
-    def _infer_small(self, obs: Any, state: AgentState, mask: Any) -> AgentState:
-        post = self._small_posterior(obs, state, mask)
-        return state.replace(**self._small_beliefs(state, post))
-
-    def _small_posterior(self, obs: Any, state: AgentState, mask: Any) -> list[np.ndarray]:
+    def _small_posterior(
+        self, obs: Any, state: AgentState, mask: Any, c: _Derived
+    ) -> list[np.ndarray]:
         """The fpi posterior of the NumPy path, F arrays ``[b, S_f]``."""
-        sm = self._small
+        sm = c.small
         o, m = self._as_obs_np(obs, mask)
         has = state.has_action.numpy()
         qs_np = [q.numpy() for q in state.qs]
@@ -715,12 +777,13 @@ class Agent:
             out["has_first"] = torch.ones_like(state.has_first)
         return out
 
-    def _small_plan(self, qs: list[np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    def _small_plan(self, qs: list[np.ndarray], c: _Derived) -> tuple[np.ndarray, dict[str, Any]]:
         """q(π) (NumPy) and the state changes of planning on the NumPy path."""
-        sm = self._small
+        sm = c.small
         util, sig = sm.evaluate_policies(qs, self.use_utility, self.use_states_info_gain)
         g = -(util + sig)
-        q_pi = sm.posterior_over_policies(g, self._gamma_np)
+        gamma = self.gamma if isinstance(self.gamma, float) else self.gamma.cpu().numpy()
+        q_pi = sm.posterior_over_policies(g, gamma)
         G = small.as_torch(g)
         terms = {
             "utility": small.as_torch(util),
@@ -730,12 +793,14 @@ class Agent:
         }
         return q_pi, {"q_pi": small.as_torch(q_pi), "G": G, "efe_terms": terms}
 
-    def _act_small(self, obs: Any, state: AgentState, mask: Any) -> tuple[Tensor, AgentState]:
+    def _act_small(
+        self, obs: Any, state: AgentState, mask: Any, c: _Derived
+    ) -> tuple[Tensor, AgentState]:
         """:meth:`act` (argmax of the action marginals) on the NumPy path in one pass: the
         beliefs cross into torch once, at the end."""
-        post = self._small_posterior(obs, state, mask)
-        q_pi, changes = self._small_plan(post)
-        marg = self._small.action_marginals(q_pi)
+        post = self._small_posterior(obs, state, mask, c)
+        q_pi, changes = self._small_plan(post, c)
+        marg = c.small.action_marginals(q_pi)
         action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
         has = state.has_action
         changes.update(
@@ -746,7 +811,7 @@ class Agent:
         )
         return action, state.replace(**changes)
 
-    def _infer_mmp(self, o: Tensor, m: Tensor | None, state: AgentState) -> AgentState:
+    def _infer_mmp(self, o: Tensor, m: Tensor | None, state: AgentState, c: _Derived) -> AgentState:
         """Marginal message passing over each row's own window.
 
         Rows whose windows hold the same number of observations run together.
@@ -755,7 +820,7 @@ class Agent:
         assert state.latest is not None
         n, h, p = o.shape[0], self.inference_horizon, self.num_policies
         dt, dev = self.dtype, self.device
-        lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
+        lik = inference.joint_likelihood(c.prep.A_flat, o, m)  # [b, SJ]
         lh = torch.cat([state.lh[:, 1:], lik.unsqueeze(1)], 1)
         count = (state.count + 1).clamp(max=h)
         qs = [torch.zeros(n, s, dtype=dt, device=dev) for s in self.num_states]
@@ -776,7 +841,7 @@ class Agent:
                 pol = torch.cat([past.unsqueeze(1).expand(-1, p, -1, -1), pol], 2)
             qs_seq, f_k = inference.mmp(
                 (lh if every else lh[rows])[:, h - k :],
-                self.B if every else [b if b.shape[0] == 1 else b[rows] for b in self.B],
+                c.B if every else [b if b.shape[0] == 1 else b[rows] for b in c.B],
                 pol,
                 state.latest if every else [x[rows] for x in state.latest],
                 self.num_states,
@@ -797,18 +862,14 @@ class Agent:
         """Policy inference: expected free energy G and q(π) = σ(ln E − γ G) (− F(π) under
         MMP) from the state's beliefs, returned in a new state (``q_pi``, ``G``,
         ``efe_terms``: ``[b, P]`` each)."""
-        if (
-            self._use_small
-            and self.inference_algo == "fpi"
-            and self.planning == "enumerate"
-            and state.batch_size == self.batch_size
-        ):
-            _, changes = self._small_plan([q.numpy() for q in state.qs])
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            _, changes = self._small_plan([q.numpy() for q in state.qs], c)
             return state.replace(**changes)
         with torch.inference_mode():
-            return self._plan_torch(state)
+            return self._plan_torch(state, c.prep)
 
-    def _plan_torch(self, state: AgentState) -> AgentState:
+    def _plan_torch(self, state: AgentState, prep: control.PreparedModel) -> AgentState:
         flags = dict(
             use_utility=self.use_utility,
             use_states_info_gain=self.use_states_info_gain,
@@ -817,14 +878,14 @@ class Agent:
             if state.qs_seq is None:
                 raise ValueError("plan (infer_policies) under MMP needs a state inference first")
             terms = control.evaluate_sequences(
-                state.qs_seq, self.prep, use_param_info_gain=self.use_param_info_gain, **flags
+                state.qs_seq, prep, use_param_info_gain=self.use_param_info_gain, **flags
             )
             G = terms["G"]
             q_pi = control.posterior_over_policies(G, self.gamma, self.E, state.F)
         elif self.planning == "sophisticated":
             G = control.sophisticated_inference(
                 state.qs,
-                self.prep,
+                prep,
                 self.policies[:, 0, :],
                 self.policy_len,
                 self.gamma,
@@ -837,7 +898,7 @@ class Agent:
         else:
             terms = control.evaluate_policies(
                 state.qs,
-                self.prep,
+                prep,
                 self.tree,
                 use_param_info_gain=self.use_param_info_gain,
                 **flags,
@@ -853,8 +914,9 @@ class Agent:
             return control.action_marginals(
                 state.q_pi, self.policies_multi, self.num_controls_multi
             )
-        if self._use_small and state.batch_size == self.batch_size:
-            return [small.as_torch(x) for x in self._small.action_marginals(state.q_pi.numpy())]
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            return [small.as_torch(x) for x in c.small.action_marginals(state.q_pi.numpy())]
         return control.action_marginals(state.q_pi, self.policies, self.num_controls)
 
     def choose(
@@ -872,9 +934,10 @@ class Agent:
             window moved on).
         """
         mode = "deterministic" if deterministic else self.action_selection
-        small_rows = self._use_small and state.batch_size == self.batch_size and not self._multi
+        c = self._ctx(state)
+        small_rows = c.use_small and state.batch_size == self.batch_size and not self._multi
         if self.sampling_mode == "marginal" and mode == "deterministic" and small_rows:
-            marg = self._small.action_marginals(state.q_pi.numpy())
+            marg = c.small.action_marginals(state.q_pi.numpy())
             action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
             has = state.has_action
             new = state.replace(
@@ -945,14 +1008,15 @@ class Agent:
             state = self.init_state()
         elif episode_start is not None:
             state = self.reset_state(state, episode_start)
+        c = self._ctx(state)
         if (
-            self._use_small
+            c.use_small
             and not self._multi
             and self.sampling_mode == "marginal"
             and (deterministic or self.action_selection == "deterministic")
             and state.batch_size == self.batch_size
         ):
-            return self._act_small(obs, state, mask)
+            return self._act_small(obs, state, mask, c)
         state = self.plan(self.infer(obs, state, mask))
         return self.choose(state, deterministic)
 
@@ -1069,25 +1133,144 @@ class Agent:
         action, self.state = self.act(obs, self.state, mask=mask)
         return action
 
+    # ------------------------------------------------------------------ learning
+    def _per_agent(self, p: ModelParams, b: int) -> ModelParams:
+        """One copy of a shared (leading dim 1) model per agent, before it learns alone."""
+
+        def ex(lst: list[Tensor] | None) -> list[Tensor] | None:
+            if lst is None:
+                return None
+            return [t.expand(b, *t.shape[1:]).clone() if t.shape[0] == 1 else t for t in lst]
+
+        return ModelParams(ex(p.A), ex(p.B), ex(p.D), ex(p.pA), ex(p.pB), ex(p.pD))  # type: ignore[arg-type]
+
     @torch.inference_mode()
-    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
-        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA].
+    def learn_A(self, obs: Any, state: AgentState, mask: Any = None) -> AgentState:
+        """Dirichlet update of pA from ``obs`` and the state's ``qs``; A ← E[pA]:
+        pA_m ← ω pA_m + η o_m ⊗ Π_f q(s_f) where A_m > 0. The counts (one copy per row)
+        are returned in the new state's ``params``.
 
         Args:
-            obs, mask: as for :meth:`infer_states`; unobserved modalities learn nothing.
+            obs, mask: as for :meth:`infer`; unobserved modalities learn nothing.
         """
-        if self.pA is None:
+        p = state.params or self.params
+        if p.pA is None:
             raise ValueError("update_A needs Dirichlet counts pA")
-        o, m = self._as_obs(obs, mask)
-        self._expand_model()
-        self.pA = learning.update_obs_likelihood_dirichlet(
-            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn, m
+        o, m = self._as_obs(obs, mask, state.batch_size)
+        p = self._per_agent(p, state.batch_size)
+        assert p.pA is not None
+        pA = learning.update_obs_likelihood_dirichlet(
+            p.pA,
+            p.A,
+            o,
+            state.qs,
+            self.lr_pA,
+            self.fr_pA,
+            self.modalities_to_learn,
+            m,
         )
-        self.A = learning.expected_parameters(self.pA)
-        self._refresh()
-        return self.pA
+        A = learning.expected_parameters(pA)
+        return state.replace(params=p.replace(A=A, pA=pA))
 
     @torch.inference_mode()
+    def learn_B(self, qs_prev: list[Tensor], state: AgentState, pooled: bool = False) -> AgentState:
+        """Dirichlet update of pB from the move ``qs_prev`` → the state's ``qs`` under its
+        last action; B ← E[pB]. The counts are returned in the new state's ``params``.
+
+        pB_f[:, s_deps, u] ← ω pB_f[:, s_deps, u] + η q(s_f) ⊗ Π_{d∈deps} q_prev(s_d) (per
+        row), or with ``pooled`` one model shared by the rows:
+        pB ← ω pB + η Σ_rows q(s_f) ⊗ Π_d q_prev(s_d) at each row's action (ω on all of pB).
+
+        Args:
+            qs_prev: F tensors ``[b, S_f]``, the belief before the move.
+            pooled: add all rows' counts to one shared pB.
+        """
+        p = state.params or self.params
+        if p.pB is None:
+            raise ValueError("update_B needs Dirichlet counts pB")
+        if not bool(state.has_action.all()):
+            raise ValueError("update_B needs an action: call sample_action first")
+        b = state.batch_size
+        if pooled:
+            if any(x.shape[0] != 1 for x in p.pB):
+                raise ValueError("update_B(pooled=True) needs pB shared by the batch")
+            grown = learning.update_state_likelihood_dirichlet(
+                p.pB,
+                p.B,
+                state.action,
+                state.qs,
+                qs_prev,
+                self.lr_pB,
+                1.0,
+                self.factors_to_learn,
+                self.B_dependencies,
+            )
+            pB = [
+                self.fr_pB * x + (g - x).sum(0, keepdim=True)
+                for x, g in zip(p.pB, grown, strict=True)
+            ]
+        else:
+            p = self._per_agent(p, b)
+            assert p.pB is not None
+            pB = learning.update_state_likelihood_dirichlet(
+                p.pB,
+                p.B,
+                state.action,
+                state.qs,
+                qs_prev,
+                self.lr_pB,
+                self.fr_pB,
+                self.factors_to_learn,
+                self.B_dependencies,
+            )
+        B = learning.expected_parameters(pB)
+        return state.replace(params=p.replace(B=B, pB=pB))
+
+    @torch.inference_mode()
+    def learn_D(self, state: AgentState, qs_t0: list[Tensor] | None = None) -> AgentState:
+        """Dirichlet update of pD from the belief about the first state; D ← E[pD]:
+        pD_f ← ω pD_f + η q(s_f,0) where pD_f > 0. The counts are returned in the new
+        state's ``params``.
+
+        Args:
+            qs_t0: F tensors ``[b, S_f]``; default each row's first posterior of the
+                episode (fpi) or the window's first belief (mmp).
+        """
+        p = state.params or self.params
+        if p.pD is None:
+            raise ValueError("update_D needs Dirichlet counts pD")
+        if qs_t0 is None:
+            if self.inference_algo == "mmp":
+                qs_t0 = state.latest
+            elif bool(state.has_first.all()):
+                qs_t0 = state.qs_first
+        if qs_t0 is None:
+            raise ValueError("update_D needs qs_t0 (no belief has been inferred since reset)")
+        p = self._per_agent(p, state.batch_size)
+        assert p.pD is not None
+        pD = learning.update_state_prior_dirichlet(
+            p.pD,
+            qs_t0,
+            self.lr_pD,
+            self.fr_pD,
+            self.factors_to_learn,
+        )
+        D = [x / x.sum(-1, keepdim=True) for x in pD]
+        return state.replace(params=p.replace(D=D, pD=pD))
+
+    def _adopt(self, state: AgentState) -> None:
+        """Make a state's learned ``params`` the agent's own model (the stateful API)."""
+        assert state.params is not None
+        self._params = state.params
+        self._refresh()
+        self.state = state.replace(params=None)
+
+    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """:meth:`learn_A` on the agent's state; the agent keeps the new pA and A."""
+        self._adopt(self.learn_A(obs, self.state, mask))
+        assert self.pA is not None
+        return self.pA
+
     def update_B(
         self,
         qs_prev: list[Tensor],
@@ -1095,84 +1278,33 @@ class Agent:
         action: Tensor | None = None,
         pooled: bool = False,
     ) -> list[Tensor]:
-        """Dirichlet update of pB from a transition; B ← E[pB].
-
-        pB_f[:, :, u] ← ω pB_f[:, :, u] + η q(s_f) ⊗ q(s_f,prev) (per agent), or with
-        ``pooled`` one model shared by the batch: pB ← ω pB + η Σ_rows q(s_f) ⊗ q(s_f,prev)
-        at each row's action (ω applied to all of pB).
+        """:meth:`learn_B` on the agent's state; the agent keeps the new pB and B.
 
         Args:
             qs_prev: F tensors ``[b, S_f]``, the belief before the move.
-            qs, action: the belief after it and the action taken (default the agent's
+            qs, action: the belief after it and the action taken (default the state's
                 ``qs`` and last action).
             pooled: add all rows' counts to one shared pB.
         """
-        if self.pB is None:
-            raise ValueError("update_B needs Dirichlet counts pB")
-        if action is None:
-            action = self.action
-        if action is None:
+        own = state = self.state
+        if action is None and self.action is None and self.pB is not None:
             raise ValueError("update_B needs an action: call sample_action first")
-        if qs is None:
-            qs = self.qs
-        if pooled:
-            if any(p.shape[0] != 1 for p in self.pB):
-                raise ValueError("update_B(pooled=True) needs pB shared by the batch")
-            grown = learning.update_state_likelihood_dirichlet(
-                self.pB,
-                self.B,
-                action,
-                qs,
-                qs_prev,
-                self.lr_pB,
-                1.0,
-                self.factors_to_learn,
-                self.B_dependencies,
+        if qs is not None or action is not None:
+            state = state.replace(
+                qs=state.qs if qs is None else list(qs),
+                action=state.action if action is None else action,
+                has_action=torch.ones_like(state.has_action),
             )
-            self.pB = [
-                self.fr_pB * p + (g - p).sum(0, keepdim=True)
-                for p, g in zip(self.pB, grown, strict=True)
-            ]
-        else:
-            self._expand_model()
-            self.pB = learning.update_state_likelihood_dirichlet(
-                self.pB,
-                self.B,
-                action,
-                qs,
-                qs_prev,
-                self.lr_pB,
-                self.fr_pB,
-                self.factors_to_learn,
-                self.B_dependencies,
-            )
-        self.B = learning.expected_parameters(self.pB)
-        self._refresh()
+        learned = self.learn_B(qs_prev, state, pooled)
+        # the agent's beliefs stay as they were; only the model changes
+        self._adopt(own.replace(params=learned.params))
+        assert self.pB is not None
         return self.pB
 
-    @torch.inference_mode()
     def update_D(self, qs_t0: list[Tensor] | None = None) -> list[Tensor]:
-        """Dirichlet update of pD from the belief about the first state; D ← E[pD].
-
-        Args:
-            qs_t0: F tensors ``[b, S_f]``; default the first posterior since ``reset``
-                (fpi) or the window's first belief (mmp).
-        """
-        if self.pD is None:
-            raise ValueError("update_D needs Dirichlet counts pD")
-        if qs_t0 is None:
-            if self.inference_algo == "mmp":
-                qs_t0 = self.latest_belief
-            elif bool(self.state.has_first.all()):
-                qs_t0 = self.state.qs_first
-        if qs_t0 is None:
-            raise ValueError("update_D needs qs_t0 (no belief has been inferred since reset)")
-        self._expand_model()
-        self.pD = learning.update_state_prior_dirichlet(
-            self.pD, qs_t0, self.lr_pD, self.fr_pD, self.factors_to_learn
-        )
-        self.D = [p / p.sum(-1, keepdim=True) for p in self.pD]
-        self._refresh()
+        """:meth:`learn_D` on the agent's state; the agent keeps the new pD and D."""
+        self._adopt(self.learn_D(self.state, qs_t0))
+        assert self.pD is not None
         return self.pD
 
     # ------------------------------------------------------------------ persistence
@@ -1217,6 +1349,9 @@ class AgentState:
         latest: MMP F tensors ``[b, S_f]``, the prior of the window's first step.
         qs_seq: MMP q(s_τ | π) from the current step on (policy_len + 1 steps of F
             tensors ``[b, P, S_f]``); qs_window_first: q(s | π) at the window's first step.
+        params: the learned model (A, B, D and their Dirichlet counts) this state runs on,
+            returned by :meth:`Agent.learn_A` / ``learn_B`` / ``learn_D``; None: the
+            agent's own model. Episode resets keep it.
     """
 
     qs: list[Tensor]
@@ -1235,6 +1370,7 @@ class AgentState:
     latest: list[Tensor] | None = None
     qs_seq: list[list[Tensor]] | None = None
     qs_window_first: list[Tensor] | None = None
+    params: ModelParams | None = None
 
     @property
     def batch_size(self) -> int:
@@ -1264,8 +1400,69 @@ class AgentState:
             m = mask.reshape(-1, *([1] * (x.ndim - 1)))
             return torch.where(m, x, y)
 
-        values = {f.name: pick(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)}
-        return AgentState(**values)
+        values = {
+            f.name: pick(getattr(a, f.name), getattr(b, f.name))
+            for f in fields(a)
+            if f.name != "params"
+        }
+        return AgentState(**values, params=b.params)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The learnable part of a generative model: A, B, D (``[bm, …]``, ``bm`` 1 shared or
+    one per agent) and their Dirichlet counts pA, pB, pD (or None). Immutable: learning
+    returns new ones."""
+
+    A: list[Tensor]
+    B: list[Tensor]
+    D: list[Tensor]
+    pA: list[Tensor] | None = None
+    pB: list[Tensor] | None = None
+    pD: list[Tensor] | None = None
+
+    def replace(self, **changes: Any) -> ModelParams:
+        return replace(self, **changes)
+
+
+class _Derived:
+    """What inference and planning read from one set of model parameters, built once:
+    the prepared model, D, B, and (lazily) the NumPy small-model step."""
+
+    def __init__(self, agent: Agent, params: ModelParams) -> None:
+        self.D, self.B = params.D, params.B
+        use_pig = agent.use_param_info_gain
+        self.prep = control.PreparedModel(
+            params.A,
+            params.B,
+            agent.C,
+            params.pA if use_pig else None,
+            params.pB if use_pig else None,
+            info_gain=agent.info_gain,
+            param_info_gain=agent.param_info_gain,
+            B_dependencies=agent.B_dependencies,
+        )
+        if agent.planning == "sophisticated" and self.prep.L is None:
+            raise ValueError(
+                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
+                f"space of {agent.num_obs} is too large"
+            )
+        if agent.planning == "sophisticated" and self.prep.L.shape[0] != 1:
+            raise ValueError(
+                "planning='sophisticated' needs a model shared by the batch (no learning)"
+            )
+        self.use_small = agent._small_applies(self.prep)
+        self._agent = agent
+        self._small: small.SmallModel | None = None
+
+    @property
+    def small(self) -> small.SmallModel:
+        if self._small is None:
+            a, p = self._agent, self._agent.inference_params
+            self._small = small.SmallModel(
+                self.prep, self.D, a.policies, a.tree, a.E, p["num_iter"], p["dF"], p["dF_tol"]
+            )
+        return self._small
 
 
 def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[GenerativeModel]:

@@ -1389,11 +1389,9 @@ class AgentState:
         """Row-wise ``a`` where ``mask [rows]`` is True, else ``b`` (same sizes)."""
 
         def pick(x: Any, y: Any) -> Any:
-            if x is None or y is None:
+            if x is None or y is None:  # a field only one side has (MMP's last window)
                 return x if y is None else y
-            if isinstance(x, list):
-                if x and isinstance(x[0], list):
-                    return [pick(u, v) for u, v in zip(x, y, strict=True)]
+            if isinstance(x, list):  # per factor (or per step, then per factor)
                 return [pick(u, v) for u, v in zip(x, y, strict=True)]
             if isinstance(x, dict):
                 return {k: pick(x[k], y[k]) for k in x if k in y}

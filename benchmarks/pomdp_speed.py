@@ -17,7 +17,8 @@ choose actions from the action marginals, deterministic, γ = α = 16, and run t
 state inference (daif: fixed-point iteration stopped once the free
 energy settles, at most 10 sweeps; pymdp: 16 sweeps). Both run on one CPU thread: torch
 ``set_num_threads(1)``, XLA ``--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1`` (set before JAX loads). Cases:
+intra_op_parallelism_threads=1`` (set before JAX loads), ``OPENBLAS_NUM_THREADS=1`` (daif
+runs small models in NumPy: the T-maze and the single grid). Cases:
 
     (a) the T-maze (policy_len 2),
     (b) a 10×10 foraging grid world with policy_len 3 (125 policies),
@@ -28,17 +29,19 @@ Rates use process CPU time per step (the box may be shared; with one thread CPU 
 cost of the call): after one warm-up pass, the median of five rounds, each library in its
 own block. Results go to ``benchmarks/results/pomdp_speed.md``.
 
-Usage: ``python benchmarks/pomdp_speed.py [--quick] [--no-pymdp]``
+Usage: ``python benchmarks/pomdp_speed.py [--quick] [--no-pymdp] [--cases abcd]``
 """
 
 from __future__ import annotations
 
 import os
 
-# before JAX is imported anywhere: one XLA CPU thread, like torch below
+# before JAX and NumPy are imported: one XLA CPU thread, one OpenBLAS thread (daif's
+# small-model path runs in NumPy), like torch below
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 )
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import importlib.metadata as md
@@ -181,6 +184,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter timing windows")
     ap.add_argument("--no-pymdp", action="store_true", help="time daif only")
+    ap.add_argument(
+        "--cases", default="abcd", help="which cases to run, e.g. 'a' (default all: abcd)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pomdp_speed.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -200,6 +206,7 @@ def main() -> None:
         ("(c) grid 10×10, policy_len 3, batch 256", grid, 3, 256),
         ("(d) 64 states, 100 obs, 1000 policies", random_model(0, 64, 100, 1000), 1, 1),
     ]
+    cases = [c for c in cases if c[0][1] in args.cases]
     rows = []
     for name, model, policy_len, batch in cases:
         agent = Agent(

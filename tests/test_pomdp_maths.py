@@ -185,6 +185,24 @@ def test_tree_evaluation_equals_policy_by_policy_rollout(info_gain, fused):
         np.testing.assert_allclose(G[0, p].item(), float(g), atol=1e-10)
 
 
+@pytest.mark.parametrize("subset", [False, True])
+def test_policy_operator_equals_level_by_level_prediction(subset):
+    """The whole tree's values as one map of the joint state equal the level-by-level
+    propagation, for all policies and for a subset (a tree that is not full)."""
+    agent = _random_agent(3, policy_len=3)
+    policies = agent.policies[::7] if subset else agent.policies
+    tree = control.PolicyTree.from_policies(policies)
+    prep = agent.prep
+    W = control.policy_operator(prep, tree)
+    assert W is not None and control.policy_operator(prep, tree) is W  # cached
+    joint = torch.outer(*[q[0] for q in agent.qs]).reshape(1, 1, -1)
+    level_by_level = torch.cat(control._node_values(joint, prep, tree), 1)
+    n, k = level_by_level.shape[1:]
+    assert n == sum(int(p.shape[0]) for p in tree.parents)
+    torch.testing.assert_close((joint @ W).reshape(1, n, k), level_by_level, rtol=0, atol=1e-12)
+    assert control.policy_operator(prep, control.PolicyTree.from_policies(policies), 0) is None
+
+
 def test_policy_enumeration_order_and_count():
     pols = control.construct_policies([3, 2], [3, 1], policy_len=2)
     assert pols.shape == (9, 2, 2)
@@ -504,14 +522,8 @@ def test_b_dependencies_are_checked():
     with pytest.raises(ValueError, match=r"B_dependencies\[1\] names factor 5"):
         Agent(A, [B0, B1], B_dependencies=[[0], [5]])
     B1_deps = np.full((3, 2, 3, 2), 1 / 3)
-    with pytest.raises(ValueError, match="needs planning='enumerate' and inference_algo='fpi'"):
+    with pytest.raises(ValueError, match=r"B_dependencies .* needs inference_algo='fpi'"):
         Agent(A, [B0, B1_deps], B_dependencies=[[0], [0, 1]], inference_algo="mmp")
-    agent = Agent(A, [B0, B1_deps], pB=[B0, B1_deps], B_dependencies=[[0], [0, 1]])
-    agent.infer_states((0,))
-    agent.infer_policies()
-    agent.sample_action()
-    with pytest.raises(ValueError, match="update_B does not support B_dependencies"):
-        agent.update_B(agent.qs)
 
 
 def _random_model(seed: int) -> GenerativeModel:

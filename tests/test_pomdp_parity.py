@@ -7,7 +7,9 @@ ln σ(C) (daif's ln P̃) and both score the same utility. Compared: the posterio
 every policy, q(π), the action marginals, the action, the empirical prior and the Dirichlet
 updates of pA and pB, with modalities depending on subsets of factors, policy_len 1–3,
 time-indexed preferences C ``[T, O]`` and a transition depending on two factors
-(``B_dependencies``).
+(``B_dependencies``); factors moved by several control factors (``B_action_dependencies``,
+with and without ``B_dependencies``); and the NumPy step of small models
+(``backend="numpy"``) on the same cases without parameter information gain.
 
 SPM's definitions (``"joint"``, ``"approx"``) are checked against hand-computed cases in
 ``test_pomdp_maths.py``; pymdp 1.0's ``pymdp.legacy`` is not pymdp 0.0.7.1 (it sums the
@@ -271,3 +273,119 @@ def test_thousand_one_step_policies_match_pymdp_1():
     q_pi, G = me.infer_policies()
     np.testing.assert_allclose(-G[0].numpy(), np.asarray(neg_efe), atol=TOL)
     np.testing.assert_allclose(q_pi[0].numpy(), np.asarray(q_ref), atol=TOL)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_numpy_small_model_path_matches_pymdp_1(case):
+    """The NumPy step of small models (``backend="numpy"``, daif.pomdp.small: fixed-point
+    iteration, the fused policy tree, q(π) and the argmax) against pymdp 1.0."""
+    num_obs, num_states, num_controls, deps, policy_len, c_steps, _ = CASES[case]
+    rng = np.random.default_rng(100 + case)
+    A, B, C, D, _, _ = random_model(rng, num_obs, num_states, num_controls, deps, c_steps)
+    ref = PAgent(
+        jx(A),
+        jx(B),
+        jx([log_softmax(c) for c in C]),
+        jx(D),
+        A_dependencies=deps,
+        policy_len=policy_len,
+        gamma=16.0,
+        sampling_mode="marginal",
+        num_iter=NUM_ITER,
+    )
+    me = Agent(
+        A,
+        B,
+        C,
+        D,
+        A_factor_list=deps,
+        policy_len=policy_len,
+        gamma=16.0,
+        info_gain="per_modality",
+        inference_params={"num_iter": NUM_ITER, "dF_tol": 0.0},
+        dtype=torch.float64,
+        backend="numpy",
+    )
+    assert me._use_small
+    prior_ref, state = ref.D, None
+    for _ in range(3):
+        obs = [int(rng.integers(o)) for o in num_obs]
+        qs_ref = _infer_states(ref, [jnp.array([o]) for o in obs], prior_ref)
+        q_ref, neg_efe = _infer_policies(ref, qs_ref)
+        a_ref = ref.sample_action(q_ref)
+        action, state = me.act(tuple(obs), state)
+        for f in range(len(num_states)):
+            np.testing.assert_allclose(
+                state.qs[f][0].numpy(), np.asarray(qs_ref[f][0, -1]), atol=TOL
+            )
+        np.testing.assert_allclose(-state.G[0].numpy(), np.asarray(neg_efe[0]), atol=TOL)
+        np.testing.assert_allclose(state.q_pi[0].numpy(), np.asarray(q_ref[0]), atol=TOL)
+        np.testing.assert_array_equal(action.numpy(), np.asarray(a_ref))
+        prior_ref = ref.update_empirical_prior(a_ref, qs_ref)
+        for f, p in enumerate(me.empirical_prior_of(state)):
+            np.testing.assert_allclose(p[0].numpy(), np.asarray(prior_ref[f][0]), atol=TOL)
+
+
+@pytest.mark.parametrize("b_deps", [None, [[0], [0, 1]]])
+def test_several_control_factors_per_transition_match_pymdp_1(b_deps):
+    """``B_action_dependencies``: factor 0 moved by control factors 0 and 1, factor 1 by
+    control factor 1 (pymdp 1.0 flattens the action axes and samples full policies)."""
+    rng = np.random.default_rng(21)
+    num_obs, num_states, num_controls = [3, 2], [3, 2], [2, 3]
+    a_deps, act_deps = [[0, 1], [1]], [[0, 1], [1]]
+    deps = b_deps or [[0], [1]]
+    A, _, C, D, _, _ = random_model(rng, num_obs, num_states, [1, 1], a_deps)
+    B = []
+    for f, (s, ad) in enumerate(zip(num_states, act_deps, strict=True)):
+        shape = (*(num_states[d] for d in deps[f]), *(num_controls[c] for c in ad))
+        B.append(np.moveaxis(rng.dirichlet(np.ones(s), size=shape), -1, 0))
+    ref = PAgent(
+        jx(A),
+        jx(B),
+        jx([log_softmax(c) for c in C]),
+        jx(D),
+        A_dependencies=a_deps,
+        B_dependencies=b_deps,
+        B_action_dependencies=act_deps,
+        num_controls=num_controls,
+        policy_len=2,
+        gamma=16.0,
+        num_iter=NUM_ITER,
+    )
+    me = Agent(
+        A,
+        B,
+        C,
+        D,
+        A_factor_list=a_deps,
+        B_dependencies=b_deps,
+        B_action_dependencies=act_deps,
+        num_controls=num_controls,
+        policy_len=2,
+        gamma=16.0,
+        info_gain="per_modality",
+        sampling_mode="full",
+        inference_params={"num_iter": NUM_ITER, "dF_tol": 0.0},
+        dtype=torch.float64,
+    )
+    np.testing.assert_array_equal(np.asarray(ref.policies.policy_arr), me.policies.numpy())
+    prior_ref, state = ref.D, None
+    for _ in range(3):
+        obs = [int(rng.integers(o)) for o in num_obs]
+        qs_ref = _infer_states(ref, [jnp.array([o]) for o in obs], prior_ref)
+        q_ref, neg_efe = _infer_policies(ref, qs_ref)
+        a_ref = ref.sample_action(q_ref)
+        action, state = me.act(tuple(obs), state)
+        for f in range(2):
+            np.testing.assert_allclose(
+                state.qs[f][0].numpy(), np.asarray(qs_ref[f][0, -1]), atol=TOL
+            )
+        np.testing.assert_allclose(-state.G[0].numpy(), np.asarray(neg_efe[0]), atol=TOL)
+        np.testing.assert_allclose(state.q_pi[0].numpy(), np.asarray(q_ref[0]), atol=TOL)
+        np.testing.assert_array_equal(action.numpy(), np.asarray(a_ref))
+        np.testing.assert_array_equal(
+            me.decode_actions(action).numpy(), np.asarray(ref.decode_multi_actions(a_ref))
+        )
+        prior_ref = ref.update_empirical_prior(a_ref, qs_ref)
+        for f, p in enumerate(me.empirical_prior_of(state)):
+            np.testing.assert_allclose(p[0].numpy(), np.asarray(prior_ref[f][0]), atol=TOL)

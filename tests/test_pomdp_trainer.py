@@ -83,10 +83,10 @@ def test_adapter_satisfies_the_protocol_and_keeps_beliefs_in_state():
     # at the cue the context is revealed and each env picks its arm
     a, state = agent.act(np.array([[3, 0, 0], [3, 0, 1]]), state, np.array([False, False]), True)
     assert a.tolist() == [1, 2]
-    np.testing.assert_allclose(state["qs"][1][0].numpy(), [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(state.qs[1][0].numpy(), [1.0, 0.0], atol=1e-6)
     # a fresh episode in row 0 forgets its context belief
     a, state = agent.act(obs, state, np.array([True, False]), True)
-    np.testing.assert_allclose(state["qs"][1][0].numpy(), [0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(state.qs[1][0].numpy(), [0.5, 0.5], atol=1e-6)
 
 
 def test_learned_B_counts_by_hand():

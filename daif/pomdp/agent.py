@@ -1,48 +1,64 @@
 """A pymdp-style active inference agent for discrete POMDPs, batched in torch.
 
 ``Agent`` keeps pymdp's names (A, B, C, D, E, pA, pB, pD, qs, q_pi, G, gamma, alpha,
-policy_len, inference_algo, …) and methods (``infer_states``, ``infer_policies``,
-``sample_action``, ``update_A``, ``update_B``, ``update_D``, ``reset``), but every
-belief carries a leading batch dimension of ``batch_size`` independent agents that
-share (or, once they learn, each own) the generative model.
+policy_len, inference_algo, …). Every belief carries a leading batch dimension of
+``batch_size`` independent agents that share (or, once they learn, each own) the
+generative model. Two ways to call it:
 
-The public methods run under ``torch.inference_mode()`` (about a fifth less per-call
-overhead on small models): beliefs and learned counts are inference tensors, for reading
-and for further agent calls, not for autograd.
+* functional (as pymdp 1.0 and the deep agent): the per-episode beliefs, the MMP window
+  and the last action live in an :class:`AgentState` that is passed in and returned,
+  ``action, state = agent.act(obs, state, episode_start, deterministic)``, or step by
+  step ``agent.infer`` → ``agent.plan`` → ``agent.choose``; separate states give
+  separate, interleavable episodes;
+* stateful (pymdp 0.0.7.1's ``infer_states``, ``infer_policies``, ``sample_action``,
+  ``reset``, ``step``): the same calls on ``agent.state``.
+
+Learned counts live in the state too: ``learn_A``, ``learn_B`` (per agent, or ``pooled``
+into one shared model) and ``learn_D`` return a state whose ``params`` (a
+:class:`ModelParams`: A, B, D and their Dirichlet counts) the next calls run on; a state
+without ``params`` runs on the agent's own model. The stateful ``update_A/B/D`` learn on
+``agent.state`` and make the result the agent's own model.
+
+Fixed-point inference and enumerated planning of small models on the CPU run in NumPy
+(:mod:`daif.pomdp.small`, the same maths with less per-call overhead; ``backend``).
+The torch methods run under ``torch.inference_mode()``: beliefs and learned counts are
+for reading and further agent calls, not for autograd.
 
 Differences from pymdp, on purpose:
-* the agent keeps its beliefs (pymdp 1.0 passes them in and out) and ``infer_states``
-  takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
+* ``infer_states`` takes ``[batch, num_modalities]`` indices (a tuple/int for one agent);
 * ``reset`` also forgets the last action, so the next prior is D, and can reset chosen
-  batch rows only (fixed-point inference);
+  batch rows only;
 * fixed-point inference stops once the free energy settles (``dF_tol``; pymdp 1.0 always
   runs ``num_iter`` sweeps);
 * the information gains default to SPM's definitions (``info_gain="joint"``,
   ``param_info_gain="approx"``, as pymdp 0.0.7.1); pymdp 1.0's are named options;
 * with ``inference_algo="mmp"`` the window's past actions are always the last
   ``T_past − 1`` ones (pymdp 0.0.7.1 reuses the whole action history when
-  ``inference_horizon == 1``);
+  ``inference_horizon == 1``); each batch row has its own window;
 * ``planning="sophisticated"`` scores one-step actions by recursive tree search to depth
   ``policy_len`` instead of enumerating open-loop policies.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from daif.pomdp import control, inference, learning
+from daif.pomdp import control, inference, learning, small
 from daif.pomdp.model import GenerativeModel
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "AgentState", "ModelParams"]
 
 _ALGOS = {"fpi": "fpi", "vanilla": "fpi", "mmp": "mmp"}
 _PLANNING = ("enumerate", "sophisticated")
 _SAMPLING = ("marginal", "full")
+_BACKENDS = ("auto", "torch", "numpy")
 
 
 class Agent:
@@ -53,9 +69,15 @@ class Agent:
             :class:`~daif.pomdp.model.GenerativeModel`); or pass ``model``: one
             ``GenerativeModel`` shared by the batch, or one per agent (same sizes).
         A_factor_list: factors each modality's A depends on.
+        B_action_dependencies, num_controls: control factors each factor's transition
+            depends on and their sizes (pymdp 1.0; see
+            :class:`~daif.pomdp.model.GenerativeModel`). Policies are then sequences of
+            control-factor actions (``policies_multi [P, T, C]``); actions, ``policies`` and
+            ``state.action`` stay one (flattened) index per state factor:
+            :meth:`decode_actions` gives the control factors' actions.
         B_dependencies: factors each factor's next state depends on (default itself);
             ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``. Needs
-            fixed-point inference, enumerated policies and no B learning.
+            fixed-point inference (not MMP).
         policy_len: planning horizon T.
         inference_horizon: MMP window of past observations.
         control_fac_idx: controllable factors (default: factors with > 1 action).
@@ -79,6 +101,9 @@ class Agent:
         batch_size: number of agents.
         device, dtype: where and in which precision beliefs live.
         seed: seed of a private generator for stochastic selection (None: global RNG).
+        backend: "auto" (fixed-point inference and enumerated planning of small models
+            on the CPU run in NumPy, :mod:`daif.pomdp.small`: less per-call overhead),
+            "torch" (never) or "numpy" (whenever the model allows it, any size).
     """
 
     def __init__(
@@ -95,6 +120,8 @@ class Agent:
         model: GenerativeModel | Sequence[GenerativeModel] | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
         B_dependencies: Sequence[Sequence[int]] | None = None,
+        B_action_dependencies: Sequence[Sequence[int]] | None = None,
+        num_controls: Sequence[int] | None = None,
         policy_len: int = 1,
         inference_horizon: int = 1,
         control_fac_idx: list[int] | None = None,
@@ -126,6 +153,7 @@ class Agent:
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        backend: str = "auto",
     ) -> None:
         models = _check_models(model, batch_size) if isinstance(model, (list, tuple)) else None
         if models is not None:
@@ -142,6 +170,8 @@ class Agent:
                 pD,
                 A_factor_list=A_factor_list,
                 B_dependencies=B_dependencies,
+                B_action_dependencies=B_action_dependencies,
+                num_controls=num_controls,
             )
         algo = _ALGOS.get(str(inference_algo).lower())
         if algo is None:
@@ -253,12 +283,11 @@ class Agent:
             ]
 
         self.B_dependencies = model.B_dependencies
-        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and (
-            planning != "enumerate" or algo != "fpi"
-        ):
+        if any(d != [f] for f, d in enumerate(self.B_dependencies)) and algo != "fpi":
             raise ValueError(
                 f"B_dependencies {self.B_dependencies} (a factor's transition depending on "
-                "other factors) needs planning='enumerate' and inference_algo='fpi'"
+                "other factors) needs inference_algo='fpi' (marginal message passing has "
+                "no messages through a transition of several factors here)"
             )
         steps = [int(c.shape[0]) for c in model.C if c.ndim == 2]
         if steps and (planning != "enumerate" or algo != "fpi"):
@@ -266,38 +295,44 @@ class Agent:
                 "time-indexed C (a [T, O] preference per modality) needs planning='enumerate' "
                 "and inference_algo='fpi'"
             )
-        self.A: list[Tensor] = put("A")
-        self.B: list[Tensor] = put("B")
         self.C: list[Tensor] = put("C")
-        self.D: list[Tensor] = put("D")
-        self.pA: list[Tensor] | None = put("pA")
-        self.pB: list[Tensor] | None = put("pB")
-        self.pD: list[Tensor] | None = put("pD")
+        # A, B, D and the counts: the learnable model (assigning one re-prepares it)
+        self._params = ModelParams(put("A"), put("B"), put("D"), put("pA"), put("pB"), put("pD"))
+        self._own_cache: _Derived | None = None
+        self._derived_cache: dict[int, tuple[ModelParams, _Derived]] = {}
 
-        # ---- policies
-        nf = self.num_factors
+        # ---- policies: sequences of control-factor actions (one control factor per state
+        # factor unless B_action_dependencies says otherwise), then one index per factor
+        self.B_action_dependencies = model.B_action_dependencies
+        self._multi = model.B_action_dependencies is not None
+        self.num_controls_multi = list(model.num_controls_multi or self.num_controls)
+        nc = len(self.num_controls_multi)
+        what = "control factor" if self._multi else "factor"
         if control_fac_idx is None:
-            control_fac_idx = [f for f in range(nf) if self.num_controls[f] > 1]
-        for f in control_fac_idx:
-            if not 0 <= f < nf:
-                raise ValueError(f"control_fac_idx names factor {f}; there are {nf}")
+            control_fac_idx = [c for c in range(nc) if self.num_controls_multi[c] > 1]
+        for c in control_fac_idx:
+            if not 0 <= c < nc:
+                raise ValueError(f"control_fac_idx names {what} {c}; there are {nc}")
         self.control_fac_idx = list(control_fac_idx)
         if policies is None:
             horizon = 1 if planning == "sophisticated" else self.policy_len
             pols = control.construct_policies(
-                self.num_states, self.num_controls, horizon, self.control_fac_idx
+                self.num_controls_multi, self.num_controls_multi, horizon, self.control_fac_idx
             )
         else:
             pols = torch.as_tensor(np.asarray(policies), dtype=torch.long)
-            if pols.ndim != 3 or pols.shape[2] != nf:
-                raise ValueError(f"policies must have shape [P, T, {nf}]; got {tuple(pols.shape)}")
-            for f in range(nf):
-                if int(pols[..., f].max()) >= self.num_controls[f] or int(pols[..., f].min()) < 0:
+            if pols.ndim != 3 or pols.shape[2] != nc:
+                raise ValueError(f"policies must have shape [P, T, {nc}]; got {tuple(pols.shape)}")
+            for c in range(nc):
+                n = self.num_controls_multi[c]
+                if int(pols[..., c].max()) >= n or int(pols[..., c].min()) < 0:
                     raise ValueError(
-                        f"policies use action {int(pols[..., f].max())} of factor {f}, "
-                        f"which has {self.num_controls[f]} actions"
+                        f"policies use action {int(pols[..., c].max())} of {what} {c}, "
+                        f"which has {n} actions"
                     )
             self.policy_len = int(pols.shape[1]) if planning == "enumerate" else self.policy_len
+        self.policies_multi = pols.to(self.device)
+        pols = self.encode_actions(pols)
         self.policies = pols.to(self.device)
         self.num_policies = int(pols.shape[0])
         for m, c in enumerate(model.C):
@@ -312,17 +347,21 @@ class Agent:
                 f"E has {model.E.shape[-1]} entries but there are {self.num_policies} policies"
             )
         # [P] shared, or [b, P] for a batch of models
-        self.E = None
+        self._E: Tensor | None = None
         if model.E is not None:
             E = model.E if models is None else torch.stack([m.E for m in models])  # type: ignore[misc]
-            self.E = E.to(self.device, self.dtype)
+            self._E = E.to(self.device, self.dtype)
 
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(int(seed))
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}; got {backend!r}")
+        self.backend = backend
+        self._num_obs_np = np.asarray(self.num_obs)
         self._refresh()
-        self.reset()
+        self.state = self.init_state()
 
     # ------------------------------------------------------------------ helpers
     def _precision(self, val: Any) -> float | Tensor:
@@ -333,39 +372,154 @@ class Agent:
         ]
 
     def _refresh(self) -> None:
-        """Recompute planning quantities after A, B or their counts changed."""
-        self.prep = control.PreparedModel(
-            self.A,
-            self.B,
-            self.C,
-            self.pA if self.use_param_info_gain else None,
-            self.pB if self.use_param_info_gain else None,
-            info_gain=self.info_gain,
-            param_info_gain=self.param_info_gain,
-            B_dependencies=self.B_dependencies,
-        )
-        if self.planning == "sophisticated" and self.prep.L is None:
-            raise ValueError(
-                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
-                f"space of {self.num_obs} is too large"
-            )
-        if self.planning == "sophisticated" and self.prep.L.shape[0] != 1:
-            raise ValueError(
-                "planning='sophisticated' needs a model shared by the batch (no learning)"
-            )
+        """Recompute planning quantities after A, B, D or their counts changed."""
+        self._own_cache = _Derived(self, self._params)
+        self._derived_cache = {}
 
-    def _as_obs(self, obs: Any, mask: Any = None) -> tuple[Tensor, Tensor | None]:
+    @property
+    def _own(self) -> _Derived:
+        if self._own_cache is None:
+            self._refresh()
+        assert self._own_cache is not None
+        return self._own_cache
+
+    def _set_params(self, **changes: Any) -> None:
+        self._params = self._params.replace(**changes)
+        self._own_cache = None  # prepared again on next use
+
+    @property
+    def params(self) -> ModelParams:
+        """The agent's own model parameters and counts (what a state without ``params``
+        uses)."""
+        return self._params
+
+    @property
+    def A(self) -> list[Tensor]:
+        """M tensors ``[bm, O_m, S_1..S_F]``, the likelihood."""
+        return self._params.A
+
+    @A.setter
+    def A(self, value: list[Tensor]) -> None:
+        self._set_params(A=list(value))
+
+    @property
+    def B(self) -> list[Tensor]:
+        """F tensors ``[bm, S_f, *S_deps, U_f]``, the transitions."""
+        return self._params.B
+
+    @B.setter
+    def B(self, value: list[Tensor]) -> None:
+        self._set_params(B=list(value))
+
+    @property
+    def D(self) -> list[Tensor]:
+        """F tensors ``[bm, S_f]``, the initial-state prior."""
+        return self._params.D
+
+    @D.setter
+    def D(self, value: list[Tensor]) -> None:
+        self._set_params(D=list(value))
+
+    @property
+    def pA(self) -> list[Tensor] | None:
+        """Dirichlet counts of A (or None)."""
+        return self._params.pA
+
+    @pA.setter
+    def pA(self, value: list[Tensor] | None) -> None:
+        self._set_params(pA=value)
+
+    @property
+    def pB(self) -> list[Tensor] | None:
+        """Dirichlet counts of B (or None)."""
+        return self._params.pB
+
+    @pB.setter
+    def pB(self, value: list[Tensor] | None) -> None:
+        self._set_params(pB=value)
+
+    @property
+    def E(self) -> Tensor | None:
+        """The prior over policies ``[P]`` (or ``[b, P]``), None: uniform."""
+        return self._E
+
+    @E.setter
+    def E(self, value: Tensor | None) -> None:
+        self._E = value
+        self._own_cache = None  # the NumPy step keeps ln E
+        self._derived_cache = {}
+
+    @property
+    def pD(self) -> list[Tensor] | None:
+        """Dirichlet counts of D (or None)."""
+        return self._params.pD
+
+    @pD.setter
+    def pD(self, value: list[Tensor] | None) -> None:
+        self._set_params(pD=value)
+
+    @property
+    def prep(self) -> control.PreparedModel:
+        """Planning quantities of the agent's own model."""
+        return self._own.prep
+
+    @property
+    def _use_small(self) -> bool:
+        return self._own.use_small
+
+    @property
+    def _small(self) -> small.SmallModel:
+        return self._own.small
+
+    def _ctx(self, state: AgentState) -> _Derived:
+        """The derived model a state runs on: the agent's own, or its learned ``params``
+        (prepared once per parameter set and kept for the last few)."""
+        if state.params is None:
+            return self._own
+        key = id(state.params)
+        hit = self._derived_cache.get(key)
+        if hit is not None and hit[0] is state.params:
+            return hit[1]
+        derived = _Derived(self, state.params)
+        if len(self._derived_cache) >= 8:
+            self._derived_cache.pop(next(iter(self._derived_cache)))
+        self._derived_cache[key] = (state.params, derived)
+        return derived
+
+    def _small_applies(self, prep: control.PreparedModel) -> bool:
+        """Whether the NumPy step (:mod:`daif.pomdp.small`) runs fpi and planning."""
+        if (
+            self.backend == "torch"
+            or self.device.type != "cpu"
+            or self.inference_algo != "fpi"
+            or self.planning != "enumerate"
+            or self.use_param_info_gain
+            or prep.fwd_values is None
+        ):
+            return False
+        if self.backend == "numpy":
+            return True
+        k = prep.values.shape[-1]
+        # the widest level whose children are evaluated (all but the last)
+        parents = max([1] + [int(p.shape[0]) for p in self.tree.parents[:-1]])
+        uj = math.prod(self.num_controls)
+        return small.is_small(prep.sj, uj, k, self.batch_size, parents)
+
+    def _as_obs(
+        self, obs: Any, mask: Any = None, rows: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Observations → ``[b, M]`` long tensor, validated, and the mask → ``[b, M]``
-        bool (None: all observed); a masked entry's index is ignored (set to 0)."""
+        bool (None: all observed); a masked entry's index is ignored (set to 0).
+        ``rows``: the batch expected (default ``batch_size``)."""
         if isinstance(obs, (int, np.integer)):
             obs = [int(obs)]
         t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
         if t.is_floating_point() and not torch.equal(t, t.round()):
             raise ValueError(f"observations must be integer indices; got {obs!r}")
-        t = self._rows(t.long().to(self.device), "observation")
+        t = self._rows(t.long().to(self.device), "observation", rows)
         m = None
         if mask is not None:
-            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask")
+            m = self._rows(torch.as_tensor(np.asarray(mask), device=self.device), "mask", rows)
             if m.dtype != torch.bool:
                 raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
             if m.shape != t.shape:
@@ -376,180 +530,362 @@ class Agent:
         check_obs(t, self.num_obs, self._num_obs_t)
         return t, m
 
-    def _rows(self, t: Tensor, what: str) -> Tensor:
+    def _as_obs_np(self, obs: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_as_obs` in NumPy (the small-model path): ``[b, M]`` int64 and bool."""
+        o = obs.cpu().numpy() if isinstance(obs, Tensor) else np.asarray(obs)
+        if o.dtype.kind == "f":
+            if not np.array_equal(o, np.round(o)):
+                raise ValueError(f"observations must be integer indices; got {obs!r}")
+        elif o.dtype.kind not in "iub":
+            raise ValueError(f"observations must be integer indices; got {obs!r}")
+        o = self._rows_np(o.astype(np.int64, copy=False), "observation")
+        m = None
+        if mask is not None:
+            m = self._rows_np(
+                mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask), "mask"
+            )
+            if m.dtype != np.bool_:
+                raise ValueError(f"mask must be boolean (True = observed); got {m.dtype}")
+            if m.shape != o.shape:
+                raise ValueError(f"mask has shape {m.shape}; the observations have {o.shape}")
+            o = np.where(m, o, 0)
+        if o.shape[1] != len(self.num_obs) or (o < 0).any() or (o >= self._num_obs_np).any():
+            check_obs(torch.from_numpy(o), self.num_obs)  # raises, naming the entry
+        return o, m
+
+    def _rows(self, t: Tensor, what: str, rows: int | None = None) -> Tensor:
         """``t`` as ``[b, M]``: a scalar or one row for one agent, a column for M = 1."""
+        b = self.batch_size if rows is None else rows
         if t.ndim == 0:
             t = t.reshape(1, 1)
         elif t.ndim == 1:
-            t = t.reshape(1, -1) if self.batch_size == 1 else t.reshape(-1, 1)
-        if t.shape[0] != self.batch_size:
-            raise ValueError(f"{what} batch has {t.shape[0]} rows; batch_size is {self.batch_size}")
+            t = t.reshape(1, -1) if b == 1 else t.reshape(-1, 1)
+        if t.shape[0] != b:
+            raise ValueError(f"{what} batch has {t.shape[0]} rows; the state has {b}")
         return t
 
-    def _expand_model(self) -> None:
-        """Give every agent its own copy of the model before it learns."""
-        b = self.batch_size
+    def _rows_np(self, a: np.ndarray, what: str) -> np.ndarray:
+        if a.ndim == 0:
+            a = a.reshape(1, 1)
+        elif a.ndim == 1:
+            a = a.reshape(1, -1) if self.batch_size == 1 else a.reshape(-1, 1)
+        if a.shape[0] != self.batch_size:
+            raise ValueError(f"{what} batch has {a.shape[0]} rows; the state has {self.batch_size}")
+        return a
 
-        def ex(lst: list[Tensor] | None) -> list[Tensor] | None:
-            if lst is None:
-                return None
-            return [t.expand(b, *t.shape[1:]).clone() if t.shape[0] == 1 else t for t in lst]
-
-        self.A = ex(self.A)  # type: ignore[assignment]
-        self.B = ex(self.B)  # type: ignore[assignment]
-        self.D = ex(self.D)  # type: ignore[assignment]
-        self.pA, self.pB, self.pD = ex(self.pA), ex(self.pB), ex(self.pD)
-
-    def _uniform(self) -> list[Tensor]:
-        return [
-            torch.full((self.batch_size, s), 1.0 / s, dtype=self.dtype, device=self.device)
-            for s in self.num_states
-        ]
-
-    def _D_batch(self) -> list[Tensor]:
-        return [d.expand(self.batch_size, -1) for d in self.D]
-
-    # ------------------------------------------------------------------ API
-    @torch.inference_mode()
-    def reset(self, mask: Any = None) -> list[Tensor]:
-        """Start new episodes: uniform beliefs, no last action (next prior is D).
-
-        Args:
-            mask: ``[b]`` bool, rows to reset (default all). Row-wise resets need fpi.
-        Returns:
-            ``qs``.
-        """
-        b = self.batch_size
-        if mask is None or bool(torch.as_tensor(np.asarray(mask)).all()):
-            self.qs = self._uniform()
-            self.action: Tensor | None = None
-            self._has_action = torch.zeros(b, dtype=torch.bool, device=self.device)
-            self._all_acted = False  # every row has a last action (no D to mix in)
-            self._qs_first: list[Tensor] | None = None
-            self.q_pi = self._policy_prior()
-            self.G = torch.zeros(b, self.num_policies, dtype=self.dtype, device=self.device)
-            self.F = torch.zeros_like(self.G)
-            self.efe_terms: dict[str, Tensor] = {}
-            self.curr_timestep = 0
-            self._lh_hist: list[Tensor] = []
-            self._act_hist: list[Tensor] = []
-            self.latest_belief = [d.clone() for d in self._D_batch()]
-            self.qs_seq: list[list[Tensor]] | None = None
-            return self.qs
-        if self.inference_algo != "fpi":
-            raise ValueError(
-                "resetting some batch rows only is supported with inference_algo='fpi'"
-            )
-        m = torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=self.device)
-        if m.shape != (b,):
-            raise ValueError(f"reset mask must have shape [{b}]; got {tuple(m.shape)}")
-        uni = self._uniform()
-        self.qs = [torch.where(m[:, None], u, q) for u, q in zip(uni, self.qs, strict=True)]
-        self._has_action = self._has_action & ~m
-        self._all_acted = False
-        self.q_pi = torch.where(m[:, None], self._policy_prior(), self.q_pi)
-        return self.qs
-
-    def _policy_prior(self) -> Tensor:
-        b, p = self.batch_size, self.num_policies
+    def _policy_prior(self, b: int) -> Tensor:
+        p = self.num_policies
         if self.E is not None:
             return self.E.expand(b, p).clone()
         return torch.full((b, p), 1.0 / p, dtype=self.dtype, device=self.device)
 
-    @torch.inference_mode()
-    def empirical_prior(self) -> list[Tensor]:
-        """Prior over the next state: B[u] q(s) where an action was taken, else D (with
-        ``B_dependencies``, B_f[u] applied to the mean-field joint of its factors)."""
-        d = self._D_batch()
-        if self.action is None:
+    def _D_rows(self, b: int) -> list[Tensor]:
+        return [d.expand(b, -1) for d in self.D]
+
+    def encode_actions(self, actions: Tensor) -> Tensor:
+        """Control-factor actions ``[..., C]`` → one index per state factor ``[..., F]``:
+        u_f = the mixed-radix index of (u_c for c in B_action_dependencies[f]), the last
+        control factor fastest (0 for a factor with no control). The identity without
+        ``B_action_dependencies``."""
+        if not self._multi:
+            return actions
+        assert self.B_action_dependencies is not None
+        out = []
+        for deps in self.B_action_dependencies:
+            idx = torch.zeros_like(actions[..., 0])
+            for c in deps:
+                idx = idx * self.num_controls_multi[c] + actions[..., c]
+            out.append(idx)
+        return torch.stack(out, -1)
+
+    def decode_actions(self, actions: Tensor) -> Tensor:
+        """One index per state factor ``[..., F]`` → the control factors' actions
+        ``[..., C]`` (the inverse of :meth:`encode_actions`); the identity without
+        ``B_action_dependencies``."""
+        if not self._multi:
+            return actions
+        assert self.B_action_dependencies is not None
+        out = torch.zeros(
+            *actions.shape[:-1],
+            len(self.num_controls_multi),
+            dtype=actions.dtype,
+            device=actions.device,
+        )
+        for f, deps in enumerate(self.B_action_dependencies):
+            idx = actions[..., f]
+            for c in reversed(deps):
+                out[..., c] = idx % self.num_controls_multi[c]
+                idx = idx // self.num_controls_multi[c]
+        return out
+
+    # ------------------------------------------------------------------ functional API
+    def init_state(
+        self, batch_size: int | None = None, params: ModelParams | None = None
+    ) -> AgentState:
+        """Fresh episodes: uniform q(s), no last action (the next prior is D), q(π) = E.
+
+        Args:
+            batch_size: rows (default the agent's ``batch_size``; a batch of models, or
+                per-agent γ / α, needs exactly that many).
+            params: learned model parameters the state carries (None: the agent's own).
+        Returns:
+            an :class:`AgentState` of ``batch_size`` rows.
+        """
+        b = self.batch_size if batch_size is None else int(batch_size)
+        dev, dt = self.device, self.dtype
+        qs = [torch.full((b, s), 1.0 / s, dtype=dt, device=dev) for s in self.num_states]
+        zeros = torch.zeros(b, self.num_policies, dtype=dt, device=dev)
+        state = AgentState(
+            qs=qs,
+            action=torch.zeros(b, self.num_factors, dtype=torch.long, device=dev),
+            has_action=torch.zeros(b, dtype=torch.bool, device=dev),
+            q_pi=self._policy_prior(b),
+            G=zeros,
+            F=zeros,
+            qs_first=[q.clone() for q in qs],
+            has_first=torch.zeros(b, dtype=torch.bool, device=dev),
+            t=torch.zeros(b, dtype=torch.long, device=dev),
+            params=params,
+        )
+        if self.inference_algo == "mmp":
+            h = self.inference_horizon
+            state.lh = torch.ones(b, h, self.prep.sj, dtype=dt, device=dev)
+            state.acts = torch.zeros(b, h - 1, self.num_factors, dtype=torch.long, device=dev)
+            state.count = torch.zeros(b, dtype=torch.long, device=dev)
+            state.latest = [d.expand(b, -1).clone() for d in self._ctx(state).D]
+        return state
+
+    def reset_state(self, state: AgentState, episode_start: Any = None) -> AgentState:
+        """Start new episodes in the rows where ``episode_start`` is True (all if None).
+
+        Reset rows get uniform q(s), no last action, q(π) = E and an empty MMP window;
+        the other rows are returned unchanged, and learned ``params`` are kept.
+
+        Args:
+            state: the current state, ``b`` rows.
+            episode_start: ``[b]`` bool, or None.
+        Returns:
+            the new state (``state`` itself is not modified).
+        """
+        b = state.batch_size
+        if episode_start is None:
+            return self.init_state(b, state.params)
+        m = torch.as_tensor(np.asarray(episode_start), dtype=torch.bool, device=self.device)
+        if m.shape != (b,):
+            raise ValueError(f"episode_start must have shape [{b}]; got {tuple(m.shape)}")
+        if not bool(m.any()):
+            return state
+        if bool(m.all()):
+            return self.init_state(b, state.params)
+        fresh = self.init_state(b, state.params)
+        return AgentState.select(m, fresh, state)
+
+    def empirical_prior_of(self, state: AgentState) -> list[Tensor]:
+        """Prior over the next state of each row: B[u] q(s) where the row has a last
+        action, else D (with ``B_dependencies``, B_f[u] applied to the mean-field joint of
+        its factors).
+
+        p(s_{t+1,f}) = Σ_{s_deps} B_f[s_{t+1,f}, s_deps, u_f] Π_{d∈deps} q(s_{t,d}).
+
+        Returns:
+            F tensors ``[b, S_f]``.
+        """
+        b = state.batch_size
+        c = self._ctx(state)
+        d = [x.expand(b, -1) for x in c.D]
+        if not bool(state.has_action.any()):
             return [x.clone() for x in d]
+        all_acted = bool(state.has_action.all())
         out = []
         for f, deps in enumerate(self.B_dependencies):
             pred = inference._apply(
-                control.dependency_joint(self.qs, deps).unsqueeze(1),
-                self.prep.fwd[f],
-                self.action[:, f : f + 1],
+                control.dependency_joint(state.qs, deps).unsqueeze(1),
+                c.prep.fwd[f],
+                state.action[:, f : f + 1],
                 self.num_controls[f],
             ).squeeze(1)
-            out.append(
-                pred if self._all_acted else torch.where(self._has_action[:, None], pred, d[f])
-            )
+            out.append(pred if all_acted else torch.where(state.has_action[:, None], pred, d[f]))
         return out
 
-    @torch.inference_mode()
-    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
-        """Update beliefs about the current hidden state from an observation.
+    def infer(self, obs: Any, state: AgentState, mask: Any = None) -> AgentState:
+        """State inference: the posterior q(s) after observing ``obs``, returned in a new state.
+
+        fpi: q(s_f) ∝ exp(E_{q(s_¬f)}[ln p(o|s)] + ln p(s_f)) with p(s) the empirical prior
+        (:meth:`empirical_prior_of`). MMP: the row's window of the last
+        ``inference_horizon`` observations and actions is extended by ``obs`` and
+        message passing runs over it for every policy; q(s) = Σ_π q(π) q(s_t | π) with
+        the previous q(π).
 
         Args:
             obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
-            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
-                not observed: it then carries no evidence (its index is ignored). None:
-                all observed.
+            state: the state before the observation.
+            mask: ``[b, M]`` bool, False where a modality was not observed.
         Returns:
-            ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
-            the per-policy window is in ``qs_seq``).
+            the new state (``qs``; under MMP also ``qs_seq``, ``F`` and the window).
         """
-        o, m = self._as_obs(obs, mask)
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            post = self._small_posterior(obs, state, mask, c)
+            return state.replace(**self._small_beliefs(state, post))
+        with torch.inference_mode():
+            return self._infer_torch(obs, state, mask, c)
+
+    def _infer_torch(self, obs: Any, state: AgentState, mask: Any, c: _Derived) -> AgentState:
+        o, m = self._as_obs(obs, mask, state.batch_size)
         if self.inference_algo == "fpi":
-            prior = self.empirical_prior()
+            prior = self.empirical_prior_of(state)
             p = self.inference_params
-            log_lik = inference.joint_log_likelihood(self.prep.lnA, o, self.prep.obs_offsets, m)
-            self.qs = inference.fpi(
-                log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"]
-            )
+            log_lik = inference.joint_log_likelihood(c.prep.lnA, o, c.prep.obs_offsets, m)
+            qs = inference.fpi(log_lik, prior, self.num_states, p["num_iter"], p["dF"], p["dF_tol"])
+            new = state.replace(qs=qs)
         else:
-            lik = inference.joint_likelihood(self.prep.A_flat, o, m)  # [b, SJ]
-            self._lh_hist.append(lik)
-            self._lh_hist = self._lh_hist[-self.inference_horizon :]
-            past = len(self._lh_hist)
-            acts = self._act_hist[len(self._act_hist) - (past - 1) :] if past > 1 else []
-            b, p = self.batch_size, self.num_policies
-            pol = self.policies.unsqueeze(0).expand(b, p, -1, -1)
-            if acts:
-                prev = torch.stack(acts, 1).unsqueeze(1).expand(b, p, -1, -1)
-                pol = torch.cat([prev, pol], 2)
-            qs_seq, free = inference.mmp(
-                torch.stack(self._lh_hist, 1),
-                self.B,
+            new = self._infer_mmp(o, m, state, c)
+        return self._note_first(new)
+
+    def _note_first(self, state: AgentState) -> AgentState:
+        """Keep each row's first posterior of the episode (the default for ``update_D``)."""
+        if bool(state.has_first.all()):
+            return state
+        keep = state.has_first[:, None]
+        first = [torch.where(keep, a, q) for a, q in zip(state.qs_first, state.qs, strict=True)]
+        return state.replace(qs_first=first, has_first=torch.ones_like(state.has_first))
+
+    def _small_posterior(
+        self, obs: Any, state: AgentState, mask: Any, c: _Derived
+    ) -> list[np.ndarray]:
+        """The fpi posterior of the NumPy path, F arrays ``[b, S_f]``."""
+        sm = c.small
+        o, m = self._as_obs_np(obs, mask)
+        has = state.has_action.numpy()
+        qs_np = [q.numpy() for q in state.qs]
+        if has.any():
+            prior = sm.empirical_prior(qs_np, state.action.numpy(), has)
+        else:
+            prior = [np.broadcast_to(d, q.shape) for d, q in zip(sm.D, qs_np, strict=True)]
+        return sm.fpi(sm.log_likelihood(o, m), prior)
+
+    def _small_beliefs(self, state: AgentState, post: list[np.ndarray]) -> dict[str, Any]:
+        """State changes for a NumPy posterior: ``qs`` and, in rows without one yet, the
+        episode's first posterior."""
+        out: dict[str, Any] = {"qs": [small.as_torch(q) for q in post]}
+        first_set = state.has_first.numpy()
+        if not first_set.all():
+            out["qs_first"] = [
+                small.as_torch(np.where(first_set[:, None], a.numpy(), q))
+                for a, q in zip(state.qs_first, post, strict=True)
+            ]
+            out["has_first"] = torch.ones_like(state.has_first)
+        return out
+
+    def _small_plan(self, qs: list[np.ndarray], c: _Derived) -> tuple[np.ndarray, dict[str, Any]]:
+        """q(π) (NumPy) and the state changes of planning on the NumPy path."""
+        sm = c.small
+        util, sig = sm.evaluate_policies(qs, self.use_utility, self.use_states_info_gain)
+        g = -(util + sig)
+        gamma = self.gamma if isinstance(self.gamma, float) else self.gamma.cpu().numpy()
+        q_pi = sm.posterior_over_policies(g, gamma)
+        G = small.as_torch(g)
+        terms = {
+            "utility": small.as_torch(util),
+            "states_info_gain": small.as_torch(sig),
+            "param_info_gain": small.as_torch(np.zeros_like(g)),
+            "G": G,
+        }
+        return q_pi, {"q_pi": small.as_torch(q_pi), "G": G, "efe_terms": terms}
+
+    def _act_small(
+        self, obs: Any, state: AgentState, mask: Any, c: _Derived
+    ) -> tuple[Tensor, AgentState]:
+        """:meth:`act` (argmax of the action marginals) on the NumPy path in one pass: the
+        beliefs cross into torch once, at the end."""
+        post = self._small_posterior(obs, state, mask, c)
+        q_pi, changes = self._small_plan(post, c)
+        marg = c.small.action_marginals(q_pi)
+        action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
+        has = state.has_action
+        changes.update(
+            self._small_beliefs(state, post),
+            action=action,
+            has_action=has if has.numpy().all() else torch.ones_like(has),
+            t=small.as_torch(state.t.numpy() + 1),
+        )
+        return action, state.replace(**changes)
+
+    def _infer_mmp(self, o: Tensor, m: Tensor | None, state: AgentState, c: _Derived) -> AgentState:
+        """Marginal message passing over each row's own window.
+
+        Rows whose windows hold the same number of observations run together.
+        """
+        assert state.lh is not None and state.acts is not None and state.count is not None
+        assert state.latest is not None
+        n, h, p = o.shape[0], self.inference_horizon, self.num_policies
+        dt, dev = self.dtype, self.device
+        lik = inference.joint_likelihood(c.prep.A_flat, o, m)  # [b, SJ]
+        lh = torch.cat([state.lh[:, 1:], lik.unsqueeze(1)], 1)
+        count = (state.count + 1).clamp(max=h)
+        qs = [torch.zeros(n, s, dtype=dt, device=dev) for s in self.num_states]
+        steps = self.policy_len + 1
+        seq = [
+            [torch.zeros(n, p, s, dtype=dt, device=dev) for s in self.num_states]
+            for _ in range(steps)
+        ]
+        first = [torch.zeros(n, p, s, dtype=dt, device=dev) for s in self.num_states]
+        free = torch.zeros(n, p, dtype=dt, device=dev)
+        for k in torch.unique(count).tolist():
+            rows = (count == k).nonzero().squeeze(-1)
+            every = rows.shape[0] == n
+            pol = self.policies.unsqueeze(0).expand(rows.shape[0], p, -1, -1)
+            if k > 1:
+                acts = state.acts if every else state.acts[rows]
+                past = acts[:, acts.shape[1] - (k - 1) :]
+                pol = torch.cat([past.unsqueeze(1).expand(-1, p, -1, -1), pol], 2)
+            qs_seq, f_k = inference.mmp(
+                (lh if every else lh[rows])[:, h - k :],
+                c.B if every else [b if b.shape[0] == 1 else b[rows] for b in c.B],
                 pol,
-                self.latest_belief,
+                state.latest if every else [x[rows] for x in state.latest],
                 self.num_states,
                 self.policy_len,
                 self.inference_params["num_iter"],
                 self.inference_params["tau"],
             )
-            self.qs_seq, self.F = qs_seq, free
-            self.qs = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in qs_seq[past - 1]]
-        if self._qs_first is None:
-            self._qs_first = [q.clone() for q in self.qs]
-        return self.qs
+            q_prev = state.q_pi if every else state.q_pi[rows]
+            free[rows] = f_k
+            for f in range(self.num_factors):
+                qs[f][rows] = (q_prev.unsqueeze(-1) * qs_seq[k - 1][f]).sum(1)
+                first[f][rows] = qs_seq[0][f]
+                for j, q_t in enumerate(qs_seq[k - 1 :]):
+                    seq[j][f][rows] = q_t[f]
+        return state.replace(qs=qs, qs_seq=seq, qs_window_first=first, F=free, lh=lh, count=count)
 
-    @torch.inference_mode()
-    def infer_policies(self) -> tuple[Tensor, Tensor]:
-        """Posterior over policies from their expected free energy.
+    def plan(self, state: AgentState) -> AgentState:
+        """Policy inference: expected free energy G and q(π) = σ(ln E − γ G) (− F(π) under
+        MMP) from the state's beliefs, returned in a new state (``q_pi``, ``G``,
+        ``efe_terms``: ``[b, P]`` each)."""
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            _, changes = self._small_plan([q.numpy() for q in state.qs], c)
+            return state.replace(**changes)
+        with torch.inference_mode():
+            return self._plan_torch(state, c.prep)
 
-        Returns:
-            (q_pi ``[b, P]``, G ``[b, P]``) with G = −(utility + info gains) and
-            q_pi = σ(ln E − γ G) (− F(π) under MMP).
-        """
+    def _plan_torch(self, state: AgentState, prep: control.PreparedModel) -> AgentState:
         flags = dict(
             use_utility=self.use_utility,
             use_states_info_gain=self.use_states_info_gain,
         )
         if self.inference_algo == "mmp":
-            assert self.qs_seq is not None, "call infer_states before infer_policies"
+            if state.qs_seq is None:
+                raise ValueError("plan (infer_policies) under MMP needs a state inference first")
             terms = control.evaluate_sequences(
-                self.qs_seq[-(self.policy_len + 1) :],
-                self.prep,
-                use_param_info_gain=self.use_param_info_gain,
-                **flags,
+                state.qs_seq, prep, use_param_info_gain=self.use_param_info_gain, **flags
             )
             G = terms["G"]
-            q_pi = control.posterior_over_policies(G, self.gamma, self.E, self.F)
+            q_pi = control.posterior_over_policies(G, self.gamma, self.E, state.F)
         elif self.planning == "sophisticated":
             G = control.sophisticated_inference(
-                self.qs,
-                self.prep,
+                state.qs,
+                prep,
                 self.policies[:, 0, :],
                 self.policy_len,
                 self.gamma,
@@ -561,121 +897,414 @@ class Agent:
             q_pi = control.posterior_over_policies(G, self.gamma, self.E)
         else:
             terms = control.evaluate_policies(
-                self.qs, self.prep, self.tree, use_param_info_gain=self.use_param_info_gain, **flags
+                state.qs,
+                prep,
+                self.tree,
+                use_param_info_gain=self.use_param_info_gain,
+                **flags,
             )
             G = terms["G"]
             q_pi = control.posterior_over_policies(G, self.gamma, self.E)
-        self.q_pi, self.G, self.efe_terms = q_pi, G, terms
-        return q_pi, G
+        return state.replace(q_pi=q_pi, G=G, efe_terms=terms)
+
+    def marginals_of(self, state: AgentState) -> list[Tensor]:
+        """q(u_c) = Σ_π q(π) [π_0,c = u] of the state's q(π), one ``[b, U_c]`` tensor per
+        control factor (per state factor without ``B_action_dependencies``)."""
+        if self._multi:
+            return control.action_marginals(
+                state.q_pi, self.policies_multi, self.num_controls_multi
+            )
+        c = self._ctx(state)
+        if c.use_small and state.batch_size == self.batch_size:
+            return [small.as_torch(x) for x in c.small.action_marginals(state.q_pi.numpy())]
+        return control.action_marginals(state.q_pi, self.policies, self.num_controls)
+
+    def choose(
+        self, state: AgentState, deterministic: bool | None = None
+    ) -> tuple[Tensor, AgentState]:
+        """Action selection from the state's q(π); the action becomes the state's last action.
+
+        Marginal sampling: u_f = argmax q(u_f) (deterministic) or u_f ~ σ(α ln q(u_f));
+        full: the first action of a policy π = argmax q(π) or π ~ σ(α ln q(π)).
+
+        Args:
+            deterministic: True forces the argmax, None uses ``action_selection``.
+        Returns:
+            (action ``[b, F]`` long, the new state: last action, step count and the MMP
+            window moved on).
+        """
+        mode = "deterministic" if deterministic else self.action_selection
+        c = self._ctx(state)
+        small_rows = c.use_small and state.batch_size == self.batch_size and not self._multi
+        if self.sampling_mode == "marginal" and mode == "deterministic" and small_rows:
+            marg = c.small.action_marginals(state.q_pi.numpy())
+            action = torch.from_numpy(np.stack([x.argmax(-1) for x in marg], -1))
+            has = state.has_action
+            new = state.replace(
+                action=action,
+                has_action=has if has.numpy().all() else torch.ones_like(has),
+                t=small.as_torch(state.t.numpy() + 1),
+            )
+            return action, new
+        with torch.inference_mode():
+            if self.sampling_mode == "marginal":
+                action = control.sample_action(
+                    self.marginals_of(state), mode, self.alpha, self.generator
+                )
+                if self._multi:  # control factors' actions → one index per state factor
+                    action = self.encode_actions(action)
+            else:
+                action = control.sample_policy(
+                    state.q_pi, self.policies, mode, self.alpha, self.generator
+                )
+            new = state.replace(
+                action=action, has_action=torch.ones_like(state.has_action), t=state.t + 1
+            )
+            if self.inference_algo == "mmp":
+                new = self._slide(new)
+        return action, new
+
+    def _slide(self, state: AgentState) -> AgentState:
+        """The MMP window after an action: the action joins the past actions and, once the
+        window is full, its first belief (averaged over policies, or the first policy's
+        without BMA) becomes the prior of the next window's first step."""
+        assert state.acts is not None and state.latest is not None
+        acts = state.acts
+        if self.inference_horizon > 1:
+            acts = torch.cat([acts[:, 1:], state.action.unsqueeze(1)], 1)
+        first = state.qs_window_first
+        if first is None:
+            return state.replace(acts=acts)
+        slide = (state.t - self.inference_horizon >= 0)[:, None]
+        if self.use_BMA:
+            new_first = [(state.q_pi.unsqueeze(-1) * q).sum(1) for q in first]
+        else:
+            new_first = [q[:, 0] for q in first]
+        latest = [torch.where(slide, n, x) for n, x in zip(new_first, state.latest, strict=True)]
+        return state.replace(acts=acts, latest=latest)
+
+    def act(
+        self,
+        obs: Any,
+        state: AgentState | None = None,
+        episode_start: Any = None,
+        deterministic: bool | None = None,
+        mask: Any = None,
+    ) -> tuple[Tensor, AgentState]:
+        """One step of a batch of episodes, functional: ``(action, state) = act(obs, state)``.
+
+        Resets the rows where ``episode_start`` is True, then :meth:`infer`, :meth:`plan`
+        and :meth:`choose`. The agent itself is not changed (beyond its random generator),
+        so episodes with separate states can be interleaved.
+
+        Args:
+            obs: ``[b, M]`` indices; state: the previous state (None: fresh episodes of
+                ``batch_size`` rows); episode_start: ``[b]`` bool or None;
+            deterministic: True forces argmax actions; mask: as for :meth:`infer`.
+        Returns:
+            (action ``[b, F]`` long, the new state).
+        """
+        if state is None:
+            state = self.init_state()
+        elif episode_start is not None:
+            state = self.reset_state(state, episode_start)
+        c = self._ctx(state)
+        if (
+            c.use_small
+            and not self._multi
+            and self.sampling_mode == "marginal"
+            and (deterministic or self.action_selection == "deterministic")
+            and state.batch_size == self.batch_size
+        ):
+            return self._act_small(obs, state, mask, c)
+        state = self.plan(self.infer(obs, state, mask))
+        return self.choose(state, deterministic)
+
+    # ------------------------------------------------------------------ stateful API
+    # pymdp-style calls that thread ``self.state`` through the functional API above
+    @property
+    def qs(self) -> list[Tensor]:
+        """Current posterior q(s), F tensors ``[b, S_f]`` (for MMP: policy-averaged)."""
+        return self.state.qs
+
+    @qs.setter
+    def qs(self, value: list[Tensor]) -> None:
+        self.state = self.state.replace(qs=list(value))
+
+    @property
+    def q_pi(self) -> Tensor:
+        """q(π), ``[b, P]``."""
+        return self.state.q_pi
+
+    @property
+    def G(self) -> Tensor:
+        """Expected free energy of each policy, ``[b, P]``."""
+        return self.state.G
+
+    @property
+    def F(self) -> Tensor:
+        """Variational free energy of each policy under MMP, ``[b, P]`` (0 under fpi)."""
+        return self.state.F
+
+    @property
+    def efe_terms(self) -> dict[str, Tensor]:
+        """The last :meth:`infer_policies`' EFE terms, ``[b, P]`` each."""
+        return self.state.efe_terms
+
+    @property
+    def qs_seq(self) -> list[list[Tensor]] | None:
+        """MMP: q(s_τ | π) from the current step τ = t to t + policy_len, per step F
+        tensors ``[b, P, S_f]``; None under fpi."""
+        return self.state.qs_seq
+
+    @property
+    def latest_belief(self) -> list[Tensor]:
+        """MMP: the prior of the window's first step, F tensors ``[b, S_f]``."""
+        return self.state.latest if self.state.latest is not None else self._D_rows(self.batch_size)
+
+    @property
+    def action(self) -> Tensor | None:
+        """The last action ``[b, F]``, or None when no row has acted since ``reset``."""
+        return self.state.action if bool(self.state.has_action.any()) else None
+
+    @property
+    def curr_timestep(self) -> int:
+        """Steps taken since the last full ``reset`` (the most of any row)."""
+        return int(self.state.t.max())
+
+    @torch.inference_mode()
+    def reset(self, mask: Any = None) -> list[Tensor]:
+        """Start new episodes: uniform beliefs, no last action (next prior is D).
+
+        Args:
+            mask: ``[b]`` bool, rows to reset (default all).
+        Returns:
+            ``qs``.
+        """
+        self.state = self.reset_state(self.state, mask)
+        return self.state.qs
+
+    @torch.inference_mode()
+    def empirical_prior(self) -> list[Tensor]:
+        """Prior over the next state: :meth:`empirical_prior_of` the agent's state."""
+        return self.empirical_prior_of(self.state)
+
+    def infer_states(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """Update beliefs about the current hidden state from an observation.
+
+        Args:
+            obs: ``[b, M]`` indices (or a tuple of M indices / an int for one agent).
+            mask: ``[b, M]`` bool (or M bools for one agent), False where a modality was
+                not observed: it then carries no evidence (its index is ignored). None:
+                all observed.
+        Returns:
+            ``qs``: F tensors ``[b, S_f]`` (for MMP: the policy-averaged current belief;
+            the per-policy beliefs are in ``qs_seq``).
+        """
+        self.state = self.infer(obs, self.state, mask)
+        return self.state.qs
+
+    def infer_policies(self) -> tuple[Tensor, Tensor]:
+        """Posterior over policies from their expected free energy.
+
+        Returns:
+            (q_pi ``[b, P]``, G ``[b, P]``) with G = −(utility + info gains) and
+            q_pi = σ(ln E − γ G) (− F(π) under MMP).
+        """
+        self.state = self.plan(self.state)
+        return self.state.q_pi, self.state.G
 
     @torch.inference_mode()
     def action_marginals(self) -> list[Tensor]:
         """q(u_f) for each factor, ``[b, U_f]``."""
-        return control.action_marginals(self.q_pi, self.policies, self.num_controls)
+        return self.marginals_of(self.state)
 
-    @torch.inference_mode()
     def sample_action(self) -> Tensor:
         """Choose and remember the next action.
 
         Returns:
             ``[b, F]`` long (0 for uncontrolled factors).
         """
-        if self.sampling_mode == "marginal":
-            action = control.sample_action(
-                self.action_marginals(), self.action_selection, self.alpha, self.generator
-            )
-        else:
-            action = control.sample_policy(
-                self.q_pi, self.policies, self.action_selection, self.alpha, self.generator
-            )
-        self.action = action
-        self._has_action = torch.ones_like(self._has_action)
-        self._all_acted = True
-        self._step_time()
+        action, self.state = self.choose(self.state)
         return action
 
-    def _step_time(self) -> None:
-        self.curr_timestep += 1
-        if self.inference_algo != "mmp":
-            return
-        assert self.action is not None
-        self._act_hist.append(self.action)
-        self._act_hist = self._act_hist[-max(self.inference_horizon, 1) :]
-        if self.curr_timestep - self.inference_horizon >= 0 and self.qs_seq is not None:
-            first = self.qs_seq[0]
-            if self.use_BMA:
-                self.latest_belief = [(self.q_pi.unsqueeze(-1) * q).sum(1) for q in first]
-            else:
-                self.latest_belief = [q[:, 0] for q in first]
-
-    @torch.inference_mode()
     def step(self, obs: Any, mask: Any = None) -> Tensor:
         """``infer_states(obs, mask)``, ``infer_policies()``, ``sample_action()`` in one call."""
-        self.infer_states(obs, mask)
-        self.infer_policies()
-        return self.sample_action()
+        action, self.state = self.act(obs, self.state, mask=mask)
+        return action
+
+    # ------------------------------------------------------------------ learning
+    def _per_agent(self, p: ModelParams, b: int) -> ModelParams:
+        """One copy of a shared (leading dim 1) model per agent, before it learns alone."""
+
+        def ex(lst: list[Tensor] | None) -> list[Tensor] | None:
+            if lst is None:
+                return None
+            return [t.expand(b, *t.shape[1:]).clone() if t.shape[0] == 1 else t for t in lst]
+
+        return ModelParams(ex(p.A), ex(p.B), ex(p.D), ex(p.pA), ex(p.pB), ex(p.pD))  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
-        """Dirichlet update of pA from ``obs`` and the current ``qs``; A ← E[pA].
+    def learn_A(self, obs: Any, state: AgentState, mask: Any = None) -> AgentState:
+        """Dirichlet update of pA from ``obs`` and the state's ``qs``; A ← E[pA]:
+        pA_m ← ω pA_m + η o_m ⊗ Π_f q(s_f) where A_m > 0. The counts (one copy per row)
+        are returned in the new state's ``params``.
 
         Args:
-            obs, mask: as for :meth:`infer_states`; unobserved modalities learn nothing.
+            obs, mask: as for :meth:`infer`; unobserved modalities learn nothing.
         """
-        if self.pA is None:
+        p = state.params or self.params
+        if p.pA is None:
             raise ValueError("update_A needs Dirichlet counts pA")
-        o, m = self._as_obs(obs, mask)
-        self._expand_model()
-        self.pA = learning.update_obs_likelihood_dirichlet(
-            self.pA, self.A, o, self.qs, self.lr_pA, self.fr_pA, self.modalities_to_learn, m
+        o, m = self._as_obs(obs, mask, state.batch_size)
+        p = self._per_agent(p, state.batch_size)
+        assert p.pA is not None
+        pA = learning.update_obs_likelihood_dirichlet(
+            p.pA,
+            p.A,
+            o,
+            state.qs,
+            self.lr_pA,
+            self.fr_pA,
+            self.modalities_to_learn,
+            m,
         )
-        self.A = learning.expected_parameters(self.pA)
-        self._refresh()
-        return self.pA
+        A = learning.expected_parameters(pA)
+        return state.replace(params=p.replace(A=A, pA=pA))
 
     @torch.inference_mode()
-    def update_B(self, qs_prev: list[Tensor]) -> list[Tensor]:
-        """Dirichlet update of pB from the last action, ``qs_prev`` and ``qs``; B ← E[pB]."""
-        if self.pB is None:
-            raise ValueError("update_B needs Dirichlet counts pB")
-        if self.action is None:
-            raise ValueError("update_B needs an action: call sample_action first")
-        if not self.prep.factorised:
-            raise ValueError(f"update_B does not support B_dependencies {self.B_dependencies}")
-        self._expand_model()
-        self.pB = learning.update_state_likelihood_dirichlet(
-            self.pB,
-            self.B,
-            self.action,
-            self.qs,
-            qs_prev,
-            self.lr_pB,
-            self.fr_pB,
-            self.factors_to_learn,
-        )
-        self.B = learning.expected_parameters(self.pB)
-        self._refresh()
-        return self.pB
+    def learn_B(self, qs_prev: list[Tensor], state: AgentState, pooled: bool = False) -> AgentState:
+        """Dirichlet update of pB from the move ``qs_prev`` → the state's ``qs`` under its
+        last action; B ← E[pB]. The counts are returned in the new state's ``params``.
 
-    @torch.inference_mode()
-    def update_D(self, qs_t0: list[Tensor] | None = None) -> list[Tensor]:
-        """Dirichlet update of pD from the belief about the first state; D ← E[pD].
+        pB_f[:, s_deps, u] ← ω pB_f[:, s_deps, u] + η q(s_f) ⊗ Π_{d∈deps} q_prev(s_d) (per
+        row), or with ``pooled`` one model shared by the rows:
+        pB ← ω pB + η Σ_rows q(s_f) ⊗ Π_d q_prev(s_d) at each row's action (ω on all of pB).
 
         Args:
-            qs_t0: F tensors ``[b, S_f]``; default the first posterior since ``reset``
-                (fpi) or the window's first belief (mmp).
+            qs_prev: F tensors ``[b, S_f]``, the belief before the move.
+            pooled: add all rows' counts to one shared pB.
         """
-        if self.pD is None:
+        p = state.params or self.params
+        if p.pB is None:
+            raise ValueError("update_B needs Dirichlet counts pB")
+        if not bool(state.has_action.all()):
+            raise ValueError("update_B needs an action: call sample_action first")
+        b = state.batch_size
+        if pooled:
+            if any(x.shape[0] != 1 for x in p.pB):
+                raise ValueError("update_B(pooled=True) needs pB shared by the batch")
+            grown = learning.update_state_likelihood_dirichlet(
+                p.pB,
+                p.B,
+                state.action,
+                state.qs,
+                qs_prev,
+                self.lr_pB,
+                1.0,
+                self.factors_to_learn,
+                self.B_dependencies,
+            )
+            pB = [
+                self.fr_pB * x + (g - x).sum(0, keepdim=True)
+                for x, g in zip(p.pB, grown, strict=True)
+            ]
+        else:
+            p = self._per_agent(p, b)
+            assert p.pB is not None
+            pB = learning.update_state_likelihood_dirichlet(
+                p.pB,
+                p.B,
+                state.action,
+                state.qs,
+                qs_prev,
+                self.lr_pB,
+                self.fr_pB,
+                self.factors_to_learn,
+                self.B_dependencies,
+            )
+        B = learning.expected_parameters(pB)
+        return state.replace(params=p.replace(B=B, pB=pB))
+
+    @torch.inference_mode()
+    def learn_D(self, state: AgentState, qs_t0: list[Tensor] | None = None) -> AgentState:
+        """Dirichlet update of pD from the belief about the first state; D ← E[pD]:
+        pD_f ← ω pD_f + η q(s_f,0) where pD_f > 0. The counts are returned in the new
+        state's ``params``.
+
+        Args:
+            qs_t0: F tensors ``[b, S_f]``; default each row's first posterior of the
+                episode (fpi) or the window's first belief (mmp).
+        """
+        p = state.params or self.params
+        if p.pD is None:
             raise ValueError("update_D needs Dirichlet counts pD")
         if qs_t0 is None:
-            qs_t0 = self.latest_belief if self.inference_algo == "mmp" else self._qs_first
+            if self.inference_algo == "mmp":
+                qs_t0 = state.latest
+            elif bool(state.has_first.all()):
+                qs_t0 = state.qs_first
         if qs_t0 is None:
             raise ValueError("update_D needs qs_t0 (no belief has been inferred since reset)")
-        self._expand_model()
-        self.pD = learning.update_state_prior_dirichlet(
-            self.pD, qs_t0, self.lr_pD, self.fr_pD, self.factors_to_learn
+        p = self._per_agent(p, state.batch_size)
+        assert p.pD is not None
+        pD = learning.update_state_prior_dirichlet(
+            p.pD,
+            qs_t0,
+            self.lr_pD,
+            self.fr_pD,
+            self.factors_to_learn,
         )
-        self.D = [p / p.sum(-1, keepdim=True) for p in self.pD]
+        D = [x / x.sum(-1, keepdim=True) for x in pD]
+        return state.replace(params=p.replace(D=D, pD=pD))
+
+    def _adopt(self, state: AgentState) -> None:
+        """Make a state's learned ``params`` the agent's own model (the stateful API)."""
+        assert state.params is not None
+        self._params = state.params
+        self._refresh()
+        self.state = state.replace(params=None)
+
+    def update_A(self, obs: Any, mask: Any = None) -> list[Tensor]:
+        """:meth:`learn_A` on the agent's state; the agent keeps the new pA and A."""
+        self._adopt(self.learn_A(obs, self.state, mask))
+        assert self.pA is not None
+        return self.pA
+
+    def update_B(
+        self,
+        qs_prev: list[Tensor],
+        qs: list[Tensor] | None = None,
+        action: Tensor | None = None,
+        pooled: bool = False,
+    ) -> list[Tensor]:
+        """:meth:`learn_B` on the agent's state; the agent keeps the new pB and B.
+
+        Args:
+            qs_prev: F tensors ``[b, S_f]``, the belief before the move.
+            qs, action: the belief after it and the action taken (default the state's
+                ``qs`` and last action).
+            pooled: add all rows' counts to one shared pB.
+        """
+        own = state = self.state
+        if action is None and self.action is None and self.pB is not None:
+            raise ValueError("update_B needs an action: call sample_action first")
+        if qs is not None or action is not None:
+            state = state.replace(
+                qs=state.qs if qs is None else list(qs),
+                action=state.action if action is None else action,
+                has_action=torch.ones_like(state.has_action),
+            )
+        learned = self.learn_B(qs_prev, state, pooled)
+        # the agent's beliefs stay as they were; only the model changes
+        self._adopt(own.replace(params=learned.params))
+        assert self.pB is not None
+        return self.pB
+
+    def update_D(self, qs_t0: list[Tensor] | None = None) -> list[Tensor]:
+        """:meth:`learn_D` on the agent's state; the agent keeps the new pD and D."""
+        self._adopt(self.learn_D(self.state, qs_t0))
+        assert self.pD is not None
         return self.pD
 
     # ------------------------------------------------------------------ persistence
@@ -698,6 +1327,142 @@ class Agent:
         self._refresh()
 
 
+@dataclass
+class AgentState:
+    """Per-episode beliefs of a batch of ``b`` agents, passed to and returned by
+    :meth:`Agent.act` (and :meth:`Agent.infer`, :meth:`Agent.plan`, :meth:`Agent.choose`).
+
+    Attributes:
+        qs: F tensors ``[b, S_f]``, the posterior q(s_t) (MMP: averaged over policies).
+        action: ``[b, F]`` long, the last action (meaningful where ``has_action``).
+        has_action: ``[b]`` bool, the row has acted in this episode (else the prior is D).
+        q_pi, G: ``[b, P]`` the last q(π) and expected free energy.
+        F: ``[b, P]`` the variational free energy of each policy (MMP; 0 under fpi).
+        qs_first, has_first: F tensors ``[b, S_f]``, each row's first posterior of the
+            episode (``update_D``'s default), and ``[b]`` bool: it has been set.
+        t: ``[b]`` long, actions taken in the episode.
+        efe_terms: the last plan's EFE terms, ``[b, P]`` each.
+        lh: MMP ``[b, H, SJ]`` the window's likelihoods, oldest first (the last
+            ``count`` are used).
+        acts: MMP ``[b, H − 1, F]`` the window's past actions, oldest first.
+        count: MMP ``[b]`` observations in the window.
+        latest: MMP F tensors ``[b, S_f]``, the prior of the window's first step.
+        qs_seq: MMP q(s_τ | π) from the current step on (policy_len + 1 steps of F
+            tensors ``[b, P, S_f]``); qs_window_first: q(s | π) at the window's first step.
+        params: the learned model (A, B, D and their Dirichlet counts) this state runs on,
+            returned by :meth:`Agent.learn_A` / ``learn_B`` / ``learn_D``; None: the
+            agent's own model. Episode resets keep it.
+    """
+
+    qs: list[Tensor]
+    action: Tensor
+    has_action: Tensor
+    q_pi: Tensor
+    G: Tensor
+    F: Tensor
+    qs_first: list[Tensor]
+    has_first: Tensor
+    t: Tensor
+    efe_terms: dict[str, Tensor] = field(default_factory=dict)
+    lh: Tensor | None = None
+    acts: Tensor | None = None
+    count: Tensor | None = None
+    latest: list[Tensor] | None = None
+    qs_seq: list[list[Tensor]] | None = None
+    qs_window_first: list[Tensor] | None = None
+    params: ModelParams | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.has_action.shape[0])
+
+    def replace(self, **changes: Any) -> AgentState:
+        """A copy with ``changes`` (tensors are shared, never modified in place)."""
+        # a shallow copy of the fields (dataclasses.replace re-runs __init__: slower)
+        new = object.__new__(AgentState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    @staticmethod
+    def select(mask: Tensor, a: AgentState, b: AgentState) -> AgentState:
+        """Row-wise ``a`` where ``mask [rows]`` is True, else ``b`` (same sizes)."""
+
+        def pick(x: Any, y: Any) -> Any:
+            if x is None or y is None:  # a field only one side has (MMP's last window)
+                return x if y is None else y
+            if isinstance(x, list):  # per factor (or per step, then per factor)
+                return [pick(u, v) for u, v in zip(x, y, strict=True)]
+            if isinstance(x, dict):
+                return {k: pick(x[k], y[k]) for k in x if k in y}
+            m = mask.reshape(-1, *([1] * (x.ndim - 1)))
+            return torch.where(m, x, y)
+
+        values = {
+            f.name: pick(getattr(a, f.name), getattr(b, f.name))
+            for f in fields(a)
+            if f.name != "params"
+        }
+        return AgentState(**values, params=b.params)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The learnable part of a generative model: A, B, D (``[bm, …]``, ``bm`` 1 shared or
+    one per agent) and their Dirichlet counts pA, pB, pD (or None). Immutable: learning
+    returns new ones."""
+
+    A: list[Tensor]
+    B: list[Tensor]
+    D: list[Tensor]
+    pA: list[Tensor] | None = None
+    pB: list[Tensor] | None = None
+    pD: list[Tensor] | None = None
+
+    def replace(self, **changes: Any) -> ModelParams:
+        return replace(self, **changes)
+
+
+class _Derived:
+    """What inference and planning read from one set of model parameters, built once:
+    the prepared model, D, B, and (lazily) the NumPy small-model step."""
+
+    def __init__(self, agent: Agent, params: ModelParams) -> None:
+        self.D, self.B = params.D, params.B
+        use_pig = agent.use_param_info_gain
+        self.prep = control.PreparedModel(
+            params.A,
+            params.B,
+            agent.C,
+            params.pA if use_pig else None,
+            params.pB if use_pig else None,
+            info_gain=agent.info_gain,
+            param_info_gain=agent.param_info_gain,
+            B_dependencies=agent.B_dependencies,
+        )
+        if agent.planning == "sophisticated" and self.prep.L is None:
+            raise ValueError(
+                "planning='sophisticated' branches on joint outcomes, and the joint outcome "
+                f"space of {agent.num_obs} is too large"
+            )
+        if agent.planning == "sophisticated" and self.prep.L.shape[0] != 1:
+            raise ValueError(
+                "planning='sophisticated' needs a model shared by the batch (no learning)"
+            )
+        self.use_small = agent._small_applies(self.prep)
+        self._agent = agent
+        self._small: small.SmallModel | None = None
+
+    @property
+    def small(self) -> small.SmallModel:
+        if self._small is None:
+            a, p = self._agent, self._agent.inference_params
+            self._small = small.SmallModel(
+                self.prep, self.D, a.policies, a.tree, a.E, p["num_iter"], p["dF"], p["dF_tol"]
+            )
+        return self._small
+
+
 def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[GenerativeModel]:
     """A batch of models, one per agent: same sizes and structure, or an error naming both."""
     models = list(models)
@@ -711,6 +1476,8 @@ def _check_models(models: Sequence[GenerativeModel], batch_size: int) -> list[Ge
             "num_states": m.num_states,
             "num_controls": m.num_controls,
             "B_dependencies": m.B_dependencies,
+            "B_action_dependencies": m.B_action_dependencies,
+            "num_controls_multi": m.num_controls_multi,
             "C shapes": [tuple(c.shape) for c in m.C],
             **{f"{k} given": getattr(m, k) is not None for k in ("pA", "pB", "pD", "E")},
         }

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from daif.maths import entropy, log_stable, softmax, states_info_gain
+from daif.maths import EPS, entropy, log_stable, softmax
 from daif.pomdp.maths import joint_from_marginals, marginals_from_joint, wnorm, wnorm_exact
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "construct_policies",
     "evaluate_policies",
     "evaluate_sequences",
+    "policy_operator",
     "posterior_over_policies",
     "sample_action",
     "sample_policy",
@@ -238,7 +239,8 @@ class PreparedModel:
             with ``(q @ fwd_joint)[u] = B_u q`` and ``(q @ fwd_values)[u] = (B_u q) @ values``
             for every joint action u (B_u = ⊗_f B_f[u_f]), or None when too large; they let
             a tree level's terms come from its parents in one product (``fwd_values_t``:
-            one per planning step).
+            one per planning step; ``fwd_values2_t``: ``[bm, SJ, U_J·U_J·(1 + K + K_o)]``,
+            two steps ahead, ``(q @ it)[u1, u2] = (B_u2 B_u1 q) @ values``).
     """
 
     def __init__(
@@ -371,6 +373,7 @@ class PreparedModel:
         """
         self.fwd_joint: Tensor | None = None
         self.fwd_values_t: list[Tensor] | None = None
+        self.fwd_values2_t: list[Tensor] | None = None
         self.fwd_values: Tensor | None = None
         sj, k = self.sj, self.values.shape[-1]
         uj = math.prod(self.num_controls)
@@ -399,6 +402,14 @@ class PreparedModel:
             for v in self.values_t
         ]
         self.fwd_values = self.fwd_values_t[0]
+        # two steps at once, [bm, SJ, U_J·U_J·K]: (q @ it)[u1, u2] = (B_u2 B_u1 q) @ values,
+        # so the last tree level's terms come from its grandparents' states and the widest
+        # state propagation (to the last level's parents) is skipped
+        if sj * uj * uj * k <= limit:
+            self.fwd_values2_t = [
+                (self.fwd_joint.reshape(bm, sj * uj, sj) @ v).reshape(bm, sj, uj * uj * k)
+                for v in self.fwd_values_t
+            ]
 
     def step(self, t: int) -> int:
         """Index of planning step t (0 = the next) in the time-indexed quantities."""
@@ -465,11 +476,11 @@ def terms_from_values(
     qo = vals[..., 1 + k :]
     if not use_states_info_gain:
         return util, vals.new_zeros(vals.shape[:-1]), qo
-    if model.outcome_seg is None:
-        sig = states_info_gain(qo, vals[..., 1])
-    else:
-        h_qo = (qo * log_stable(qo)) @ model.outcome_seg  # [b, N, M]: −Σ q ln q
-        sig = (h_qo - vals[..., 1 : 1 + k]).sum(-1)
+    # H[q(o)] − E_q H[p(o|s)] of the joint outcome, or Σ_m of it per modality: with the
+    # modalities side by side Σ_m H[q(o_m)] = −Σ_o q(o) ln q(o) over all of them
+    # (ln floored as log_stable; the logarithm in place saves a pass on large batches)
+    plogp = qo * qo.clamp(min=EPS).log_()
+    sig = -plogp.sum(-1) - vals[..., 1 : 1 + k].sum(-1)
     return util, sig, qo
 
 
@@ -531,6 +542,79 @@ def evaluate_policies(
     }
 
 
+def _node_values(parent: Tensor, model: PreparedModel, tree: PolicyTree) -> list[Tensor]:
+    """Per tree level, ``[b, N_t, K]``: each node's ``q(s) @ values`` (utility, outcome
+    entropies, predicted outcomes) from the root joint states ``parent [b, 1, SJ]``, level by
+    level with the joint-action operators (the last two full levels in one product)."""
+    assert model.fwd_values_t is not None and model.fwd_joint is not None
+    nus = model.num_controls
+    uj = math.prod(nus)
+    levels = len(tree.parents)
+    out = []
+    for t in range(levels):
+        edges = tree.joint_edge_index(t, nus)
+        out.append(_children(parent, model.fwd_values_t[model.step(t)], edges, uj))
+        last_two = t + 2 == levels and model.fwd_values2_t is not None
+        if last_two and edges is None and tree.joint_edge_index(t + 1, nus) is None:
+            # full last two levels: the last one's values straight from this level's parents
+            assert model.fwd_values2_t is not None
+            op2 = model.fwd_values2_t[model.step(t + 1)]
+            out.append(_children(parent, op2, None, uj * uj))
+            break
+        if t + 1 < levels:
+            parent = _children(parent, model.fwd_joint, edges, uj)
+    return out
+
+
+def policy_operator(model: PreparedModel, tree: PolicyTree, limit: int = 2**22) -> Tensor | None:
+    """The values of every node of the policy tree as one linear map of the current joint
+    state: ``W [bm, SJ, N·K]`` with ``(q(s) @ W)[n] = q(s_n | π) @ values`` for the N nodes
+    (levels concatenated).
+
+    The mean-field predictions of a factorised B are linear in the joint state,
+    q(s_n) = B_{u_t} ⋯ B_{u_1} q(s), so planning is one product instead of a loop over
+    levels. Built once per model and tree by running :func:`_node_values` on the basis
+    states; None when B has factor dependencies, when there are no joint-action operators,
+    or when W would have more than ``limit`` entries. Cached on ``model``.
+    """
+    cache = model.__dict__.setdefault("_policy_operators", {})
+    hit = cache.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
+    W = None
+    if model.fwd_values_t is not None and model.fwd_joint is not None:
+        sj, k = model.sj, model.values.shape[-1]
+        n = sum(int(p.shape[0]) for p in tree.parents)
+        bm = max(model.fwd_joint.shape[0], *(v.shape[0] for v in model.fwd_values_t))
+        if bm * sj * n * k <= limit:
+            eye = torch.eye(sj, dtype=model.lnA.dtype, device=model.lnA.device).unsqueeze(1)
+            ops = []
+            for z in range(bm):
+                one = _ModelRow(model, z)
+                vals = _node_values(eye, one, tree)  # type: ignore[arg-type]
+                ops.append(torch.cat(vals, 1).reshape(sj, n * k))
+            W = torch.stack(ops)
+    cache[id(tree)] = (tree, W)
+    return W
+
+
+class _ModelRow:
+    """Model ``z`` of a batch of prepared models, for :func:`_node_values` (shared
+    operators, ``bm`` = 1, are used as they are)."""
+
+    def __init__(self, model: PreparedModel, z: int) -> None:
+        def row(x: Tensor) -> Tensor:
+            return x if x.shape[0] == 1 else x[z : z + 1]
+
+        assert model.fwd_values_t is not None and model.fwd_joint is not None
+        self.num_controls = model.num_controls
+        self.fwd_joint = row(model.fwd_joint)
+        self.fwd_values_t = [row(v) for v in model.fwd_values_t]
+        two = model.fwd_values2_t
+        self.fwd_values2_t = None if two is None else [row(v) for v in two]
+        self.step = model.step
+
+
 def _evaluate_fused(
     parent_q: list[Tensor],
     model: PreparedModel,
@@ -538,24 +622,25 @@ def _evaluate_fused(
     use_utility: bool,
     use_states_info_gain: bool,
 ) -> dict[str, Tensor]:
-    """:func:`evaluate_policies` with the joint-action operators: each level's terms
-    come from its parents' joint states in one product, and joint states are propagated
-    only to the levels that have children (the same mean-field predictions, since
+    """:func:`evaluate_policies` with the joint-action operators: every node's values in one
+    product with :func:`policy_operator` where it is small enough, else level by level from
+    the parents' joint states (the same mean-field predictions, since
     ⊗_f B_f q_f = (⊗_f B_f)(⊗_f q_f))."""
-    assert model.fwd_values_t is not None and model.fwd_joint is not None
-    nus = model.num_controls
-    uj = math.prod(nus)
-    parent = joint_from_marginals(parent_q)  # [b, 1, SJ]
-    levels = len(tree.parents)
-    vals = []
-    for t in range(levels):
-        edges = tree.joint_edge_index(t, nus)
-        op = model.fwd_values_t[model.step(t)]
-        vals.append(_children(parent, op, edges, uj))  # [b, N_t, 1 + K + K_o]
-        if t + 1 < levels:
-            parent = _children(parent, model.fwd_joint, edges, uj)
-    # the terms of all nodes at once, then each policy's sum over its path in one product
-    util, sig, _ = terms_from_values(torch.cat(vals, 1), model, use_utility, use_states_info_gain)
+    joint = joint_from_marginals(parent_q)  # [b, 1, SJ]
+    W = policy_operator(model, tree)
+    if W is not None:
+        b = joint.shape[0]
+        vals = [_matmul(joint, W).reshape(b, -1, model.values.shape[-1])]
+    else:
+        vals = _node_values(joint, model, tree)
+    utils, sigs = [], []
+    for v in vals:
+        u_t, s_t, _ = terms_from_values(v, model, use_utility, use_states_info_gain)
+        utils.append(u_t)
+        sigs.append(s_t)
+    # each policy's sum over its path of nodes in one product ([b, N] terms, not the
+    # [b, N, K] values, are concatenated)
+    util, sig = (utils[0], sigs[0]) if len(vals) == 1 else (torch.cat(utils, 1), torch.cat(sigs, 1))
     b, n = util.shape
     per_policy = torch.stack([util, sig]).reshape(2 * b, n) @ tree.path_matrix(util.dtype)
     util, sig = per_policy[:b], per_policy[b:]
@@ -730,8 +815,10 @@ def _si_recurse(
     k = qs[0].shape[0]
     # predicted factor marginals for every joint action: [K, U, S_f]
     nxt = []
-    for f, q in enumerate(qs):
-        allu = (q @ model.fwd[f][0]).reshape(k, model.num_controls[f], -1)
+    for f, deps in enumerate(model.B_dependencies):
+        # B_f applied to the mean-field joint of the factors it depends on
+        x = dependency_joint(qs, deps)
+        allu = (x @ model.fwd[f][0]).reshape(k, model.num_controls[f], -1)
         nxt.append(allu[:, joint_actions[:, f], :])
     joint = joint_from_marginals(nxt)  # [K, U, SJ]
     g, qo = _one_step_terms(joint, model, use_utility, use_sig)

@@ -6,6 +6,7 @@ learning rate η, after the old counts decay by a forgetting factor ω ∈ (0, 1
 
     pA_m ← ω pA_m + η · (o_m ⊗ q(s_1) ⊗ … ⊗ q(s_F)) ⊙ [A_m > 0]
     pB_f[:, :, u] ← ω pB_f[:, :, u] + η · (q(s_f) ⊗ q(s_f,prev)) ⊙ [B_f[:, :, u] > 0]
+        (with B_dependencies: q(s_f) ⊗ Π_{d ∈ deps} q(s_d,prev) over [S_f, *S_deps])
     pD_f ← ω pD_f + η · q(s_f,0) ⊙ [pD_f > 0]
 
 Forgetting applies to the slice being updated only for B (the other actions' counts
@@ -80,25 +81,36 @@ def update_state_likelihood_dirichlet(
     lr: float = 1.0,
     fr: float = 1.0,
     factors: list[int] | None = None,
+    B_dependencies: list[list[int]] | None = None,
 ) -> list[Tensor]:
     """Posterior counts over B after moving from ``qs_prev`` to ``qs`` under ``actions``.
 
+    pB_f[s', s_deps, u_f] ← ω pB_f + η q(s'_f) Π_{d∈deps} q_prev(s_d) [u = u_f] where
+    B_f > 0 (ω only on the taken action's slice).
+
     Args:
-        pB, B: F tensors ``[b, S_f, S_f, U_f]`` (or shared ``[1, …]``).
+        pB, B: F tensors ``[b, S_f, *S_deps, U_f]`` (or shared ``[1, …]``; S_deps = S_f
+            without dependencies).
         actions: ``[b, F]`` the actions taken.
         qs, qs_prev: F tensors ``[b, S_f]`` beliefs after and before the move.
+        B_dependencies: per factor, the factors its transition depends on (default
+            ``[f]``).
     Returns:
-        new counts ``[b, S_f, S_f, U_f]``.
+        new counts, the shapes of ``pB``.
     """
     _check_rates(lr, fr, "pB")
     out = list(pB)
     facs = range(len(pB)) if factors is None else factors
     for f in facs:
         p = pB[f]
+        deps = [f] if B_dependencies is None else B_dependencies[f]
+        b = qs[f].shape[0]
         u = onehot(actions[:, f], p.shape[-1], qs[f].dtype)  # [b, U]
-        cross = qs[f].unsqueeze(-1) * qs_prev[f].unsqueeze(-2)  # [b, S, S]
-        dfdb = cross.unsqueeze(-1) * u[:, None, None, :] * (B[f] > 0)
-        decay = 1.0 - (1.0 - fr) * u[:, None, None, :]  # ω on the taken action's slice
+        u = u.reshape(b, *([1] * (p.ndim - 2)), -1)  # [b, 1, …, 1, U]
+        prev = joint_from_marginals([qs_prev[d] for d in deps])  # [b, Π S_deps]
+        cross = (qs[f].unsqueeze(-1) * prev.unsqueeze(-2)).reshape(b, *p.shape[1:-1])
+        dfdb = cross.unsqueeze(-1) * u * (B[f] > 0)
+        decay = 1.0 - (1.0 - fr) * u  # ω on the taken action's slice
         out[f] = p * decay + lr * dfdb
     return out
 

@@ -9,7 +9,12 @@ Conventions follow pymdp / SPM:
 * ``B[f]``: ``[S_f, S_f, U_f]`` transition p(s'_f | s_f, u_f) (next state first); a
   2-D ``B[f]`` is an uncontrollable factor with one action. With ``B_dependencies[f]``
   the next state may depend on several factors (pymdp 1.0's layout):
-  ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``, p(s'_f | s_deps, u_f).
+  ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``, p(s'_f | s_deps, u_f). With
+  ``B_action_dependencies[f]`` (pymdp 1.0) a factor's transition may depend on several
+  control factors (or none): its action axes are ``[*(U_c for c in
+  B_action_dependencies[f])]`` over the control factors' sizes ``num_controls``; they are
+  flattened here into one axis of ``Π_c U_c`` joint actions (mixed radix, the last control
+  factor fastest), so the rest of the package sees one action axis per factor.
 * ``C[m]``: ``[O_m]`` relative log-preferences (softmaxed into ln P̃(o) when used), or
   ``[T, O_m]``: the preferences of each planning step (row t for the t-th step ahead).
 * ``D[f]``: ``[S_f]`` prior over initial states.
@@ -22,6 +27,7 @@ value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,6 +124,12 @@ class GenerativeModel:
         A_factor_list: for each modality, the factors its A depends on (default all).
         B_dependencies: for each factor f, the factors its next state depends on (default
             ``[f]``); ``B[f]`` is then ``[S_f, *(S_d for d in B_dependencies[f]), U_f]``.
+        B_action_dependencies: for each factor f, the control factors its transition
+            depends on (default ``[f]``: one control factor per state factor); ``B[f]`` is
+            then ``[S_f, *S_deps, *(num_controls[c] for c in B_action_dependencies[f])]``
+            (``[]``: no action axis, an uncontrolled factor).
+        num_controls: sizes of the control factors with ``B_action_dependencies`` (default:
+            read from B's action axes).
         atol: tolerance for "sums to 1".
         dtype: floating dtype of the stored tensors.
     """
@@ -134,6 +146,8 @@ class GenerativeModel:
         pD: ArrayLike | None = None,
         A_factor_list: Sequence[Sequence[int]] | None = None,
         B_dependencies: Sequence[Sequence[int]] | None = None,
+        B_action_dependencies: Sequence[Sequence[int]] | None = None,
+        num_controls: Sequence[int] | None = None,
         atol: float = 1e-4,
         dtype: torch.dtype = torch.float64,
     ) -> None:
@@ -171,6 +185,20 @@ class GenerativeModel:
             )
         self.B_dependencies = [list(map(int, deps)) for deps in B_dependencies]
         self.num_states = [int(b.shape[0]) for b in B_list]
+        # several control factors per transition: flatten B's (and pB's) action axes
+        self.B_action_dependencies: list[list[int]] | None = None
+        self.num_controls_multi: list[int] | None = None
+        if B_action_dependencies is not None:
+            B_list = self._flatten_actions(B_list, B_action_dependencies, num_controls, "B")
+            if self.pB is not None:
+                if len(self.pB) != nf:
+                    raise ValueError(f"pB has {len(self.pB)} factors, B has {nf}")
+                self.pB = self._flatten_actions(self.pB, B_action_dependencies, None, "pB")
+        elif num_controls is not None:
+            raise ValueError(
+                "num_controls is for B_action_dependencies; without it B's last "
+                "axis gives each factor's actions"
+            )
         self.B: list[Tensor] = []
         for f, (b, deps) in enumerate(zip(B_list, self.B_dependencies, strict=True)):
             for d in deps:
@@ -286,6 +314,78 @@ class GenerativeModel:
                 raise ValueError(f"E must be 1-D [num_policies]; got shape {tuple(e.shape)}")
             _check_vector(e, "E", atol)
             self.E = e
+
+    def _flatten_actions(
+        self,
+        B_list: list[Tensor],
+        B_action_dependencies: Sequence[Sequence[int]],
+        num_controls: Sequence[int] | None,
+        name: str,
+    ) -> list[Tensor]:
+        """``[S_f, *S_deps, *U_(B_action_dependencies[f])]`` → ``[S_f, *S_deps, Π U]``
+        (mixed radix, the last control factor fastest), checking every size by name.
+
+        Sets ``B_action_dependencies`` and ``num_controls_multi`` (read from B's action
+        axes where ``num_controls`` is None) on the first call (B), checks them on the next
+        (pB).
+        """
+        nf = len(B_list)
+        if len(B_action_dependencies) != nf:
+            raise ValueError(
+                f"B_action_dependencies has {len(B_action_dependencies)} entries but {name} "
+                f"has {nf} factors"
+            )
+        acts = [list(map(int, a)) for a in B_action_dependencies]
+        if self.num_controls_multi is None:
+            sizes: dict[int, int] = {}
+            if num_controls is not None:
+                sizes = {c: int(n) for c, n in enumerate(num_controls)}
+                for c, n in sizes.items():
+                    if n < 1:
+                        raise ValueError(f"num_controls[{c}] must be >= 1; got {n}")
+            num_c = len(num_controls) if num_controls is not None else None
+            for f, (b, deps, ad) in enumerate(zip(B_list, self.B_dependencies, acts, strict=True)):
+                n_state_axes = 1 + len(deps)
+                if b.ndim != n_state_axes + len(ad):
+                    raise ValueError(
+                        f"{name}[{f}] has {b.ndim} axes; with B_dependencies[{f}]={deps} and "
+                        f"B_action_dependencies[{f}]={ad} it needs {n_state_axes + len(ad)} "
+                        "(next state, the states it depends on, one axis per control factor)"
+                    )
+                for j, c in enumerate(ad):
+                    if c < 0 or (num_c is not None and c >= num_c):
+                        raise ValueError(
+                            f"B_action_dependencies[{f}] names control factor {c}; "
+                            f"num_controls has {num_c}"
+                        )
+                    n = int(b.shape[n_state_axes + j])
+                    if sizes.setdefault(c, n) != n:
+                        raise ValueError(
+                            f"{name}[{f}] axis {n_state_axes + j} (control factor {c}) has {n} "
+                            f"actions; num_controls[{c}] is {sizes[c]}"
+                        )
+            num_c = num_c if num_c is not None else max(sizes, default=-1) + 1
+            used = {c for ad in acts for c in ad}
+            missing = [c for c in range(num_c) if c not in used]
+            if missing:
+                raise ValueError(
+                    f"control factor {missing[0]} is in no B_action_dependencies entry "
+                    "(every control factor must move some state factor)"
+                )
+            self.B_action_dependencies = acts
+            self.num_controls_multi = [sizes[c] for c in range(num_c)]
+        out = []
+        for f, (b, deps, ad) in enumerate(zip(B_list, self.B_dependencies, acts, strict=True)):
+            expected = (
+                b.shape[0],
+                *(self.num_states[d] for d in deps),
+                *(self.num_controls_multi[c] for c in ad),
+            )
+            if tuple(b.shape) != expected and name != "B":
+                raise ValueError(f"{name}[{f}] has shape {tuple(b.shape)}, B[{f}] {expected}")
+            lead = b.shape[: 1 + len(deps)]
+            out.append(b.reshape(*lead, math.prod(b.shape[1 + len(deps) :])))
+        return out
 
     def _broadcast_to_factors(self, a: Tensor, factors: list[int]) -> Tensor:
         """[O, *S_fl] → [O, S_1, …, S_F], repeating over the factors A does not use."""

@@ -3,10 +3,11 @@
 :class:`POMDPAgent` implements :class:`daif.protocol.Agent`. It builds the generative
 model from the environment the trainer passes (:func:`daif.pomdp.tasks.build_model`),
 keeps per-episode beliefs (q(s), last action) in the ``state`` threaded through
-``act``, plans with the same batched functions as :class:`daif.pomdp.Agent` (fixed-point
-state inference or marginal message passing over each env's own window; enumerated or
-sophisticated planning), and optionally learns B from experience with Dirichlet counts
-shared by all environments.
+``act`` (an :class:`~daif.pomdp.agent.AgentState`), and is a thin call sequence over the
+functional API of :class:`daif.pomdp.Agent` (fixed-point state inference or marginal
+message passing over each env's own window; enumerated or sophisticated planning); it
+optionally learns B from experience with Dirichlet counts shared by all environments
+(``Agent.update_B(..., pooled=True)``).
 
 ``update`` returns the q(π)-weighted expected free energy terms of the last training
 step (``efe/G``, ``efe/utility``, ``efe/states_info_gain``, ``efe/param_info_gain``),
@@ -25,8 +26,7 @@ from torch import Tensor
 
 from daif.images import heatmap
 from daif.maths import entropy
-from daif.pomdp import control, inference, learning
-from daif.pomdp.agent import Agent, check_obs
+from daif.pomdp.agent import Agent, AgentState
 from daif.pomdp.tasks import build_model
 from daif.protocol import AgentContext
 
@@ -197,194 +197,38 @@ class POMDPAgent:
             env.close()
 
     # ------------------------------------------------------------------ protocol
-    def initial_state(self, num_envs: int) -> dict[str, Tensor]:
-        """Uniform beliefs and no previous action for ``num_envs`` fresh episodes."""
-        c = self.core
-        dev, n = self.device, num_envs
-        state = {
-            "qs": [torch.full((n, s), 1.0 / s, dtype=c.dtype, device=dev) for s in c.num_states],
-            "action": torch.zeros(n, c.num_factors, dtype=torch.long, device=dev),
-            "has_action": torch.zeros(n, dtype=torch.bool, device=dev),
-        }
-        if c.inference_algo == "mmp":
-            h = c.inference_horizon
-            state.update(
-                lh=torch.ones(n, h, c.prep.sj, dtype=c.dtype, device=dev),
-                acts=torch.zeros(n, h - 1, c.num_factors, dtype=torch.long, device=dev),
-                count=torch.zeros(n, dtype=torch.long, device=dev),
-                steps=torch.zeros(n, dtype=torch.long, device=dev),
-                latest=[d.expand(n, -1).clone() for d in c.D],
-                q_pi=c._policy_prior()[:1].expand(n, -1).clone(),
-            )
-        return state
+    def initial_state(self, num_envs: int) -> AgentState:
+        """Uniform beliefs, no previous action and an empty MMP window for ``num_envs``
+        fresh episodes (:meth:`daif.pomdp.Agent.init_state`)."""
+        return self.core.init_state(num_envs)
 
     def _obs_tensor(self, obs: np.ndarray) -> Tensor:
         o = torch.as_tensor(np.asarray(obs), device=self.device).long()
         return o.reshape(o.shape[0], -1)
 
-    def _prior(self, state: dict[str, Tensor]) -> list[Tensor]:
-        """B[u] q(s) where the episode has a previous action, else D."""
-        c = self.core
-        n = state["has_action"].shape[0]
-        out = []
-        for f in range(c.num_factors):
-            d = c.D[f].expand(n, -1)
-            pred = inference._apply(
-                state["qs"][f].unsqueeze(1),
-                c.prep.fwd[f],
-                state["action"][:, f : f + 1],
-                c.num_controls[f],
-            ).squeeze(1)
-            out.append(torch.where(state["has_action"][:, None], pred, d))
-        return out
-
-    def _posterior(self, o: Tensor, prior: list[Tensor]) -> list[Tensor]:
-        c = self.core
-        log_lik = inference.joint_log_likelihood(c.prep.lnA, o, c.prep.obs_offsets)
-        p = c.inference_params
-        return inference.fpi(log_lik, prior, c.num_states, p["num_iter"], p["dF"], p["dF_tol"])
-
     @torch.no_grad()
     def act(
         self,
         obs: np.ndarray,
-        state: dict[str, Tensor] | None,
+        state: AgentState | None,
         episode_start: np.ndarray,
         deterministic: bool = False,
-    ) -> tuple[np.ndarray, dict[str, Tensor]]:
-        """Infer states, score policies, pick actions for a batch of environments."""
-        c = self.core
+    ) -> tuple[np.ndarray, AgentState]:
+        """Infer states, score policies, pick actions for a batch of environments
+        (:meth:`daif.pomdp.Agent.act`: fresh beliefs where ``episode_start``)."""
         o = self._obs_tensor(obs)
-        n = o.shape[0]
-        check_obs(o, c.num_obs)
-        if state is None or state["has_action"].shape[0] != n:
-            state = self.initial_state(n)
-        start = torch.as_tensor(np.asarray(episode_start, dtype=bool), device=self.device)
-        state = {**state, "has_action": state["has_action"] & ~start}
-        flags = {"use_utility": c.use_utility, "use_states_info_gain": c.use_states_info_gain}
-        if c.inference_algo == "mmp":
-            return self._act_mmp(o, state, start, deterministic)
-        qs = self._posterior(o, self._prior(state))
-        if c.planning == "sophisticated":
-            G = control.sophisticated_inference(
-                qs,
-                c.prep,
-                c.policies[:, 0, :],
-                c.policy_len,
-                c.gamma,
-                action_threshold=c.si_action_threshold,
-                obs_threshold=c.si_obs_threshold,
-                **flags,
-            )
-            terms = {"G": G}
-        else:
-            terms = control.evaluate_policies(
-                qs, c.prep, c.tree, use_param_info_gain=c.use_param_info_gain, **flags
-            )
-            G = terms["G"]
-        q_pi = control.posterior_over_policies(G, c.gamma, c.E)
-        marg = control.action_marginals(q_pi, c.policies, c.num_controls)
-        mode = "deterministic" if deterministic else c.action_selection
-        action = control.sample_action(marg, mode, c.alpha)
-        self._record(q_pi, terms, qs, action, deterministic)
-        new_state = {"qs": qs, "action": action, "has_action": torch.ones_like(start)}
-        return action[:, self.control_factor].cpu().numpy(), new_state
-
-    def _record(
-        self, q_pi: Tensor, terms: dict[str, Tensor], qs: list[Tensor], action: Tensor, det: bool
-    ) -> None:
-        """Keep the last step's q(π), EFE terms and beliefs for ``update`` and ``images``."""
-        record = {"q_pi": q_pi, **terms}
-        for f, q in enumerate(qs):
+        if state is None or state.batch_size != o.shape[0]:
+            state = self.initial_state(o.shape[0])
+        action, state = self.core.act(o, state, episode_start, deterministic=deterministic)
+        record = {"q_pi": state.q_pi, **state.efe_terms}
+        for f, q in enumerate(state.qs):
             record[f"qs{f}"] = q
-        if det:
+        if deterministic:
             self._last_eval = record
         else:
             self._last_train = record
-            self._pending = (qs, action)
-
-    def _act_mmp(
-        self, o: Tensor, state: dict[str, Any], start: Tensor, deterministic: bool
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Marginal message passing over each env's own window (as :class:`Agent` does).
-
-        Envs whose windows hold the same number of observations are batched together.
-        """
-        c = self.core
-        n, h, p = o.shape[0], c.inference_horizon, c.num_policies
-        keep = ~start
-        prior_pi = c._policy_prior()[:1].expand(n, -1)
-        count = torch.where(keep, state["count"], 0)
-        steps = torch.where(keep, state["steps"], 0)
-        latest = [
-            torch.where(keep[:, None], x, d.expand(n, -1))
-            for x, d in zip(state["latest"], c.D, strict=True)
-        ]
-        q_prev = torch.where(keep[:, None], state["q_pi"], prior_pi)
-        lik = inference.joint_likelihood(c.prep.A_flat, o)
-        lh = torch.cat([state["lh"][:, 1:], lik.unsqueeze(1)], 1)
-        count = (count + 1).clamp(max=h)
-        acts = state["acts"]
-        qs = [torch.zeros(n, s, dtype=c.dtype, device=self.device) for s in c.num_states]
-        first = [torch.zeros(n, p, s, dtype=c.dtype, device=self.device) for s in c.num_states]
-        q_pi = torch.zeros(n, p, dtype=c.dtype, device=self.device)
-        terms: dict[str, Tensor] = {}
-        for k in torch.unique(count).tolist():
-            rows = (count == k).nonzero().squeeze(-1)
-            pol = c.policies.unsqueeze(0).expand(rows.shape[0], p, -1, -1)
-            if k > 1:
-                past = acts[rows][:, acts.shape[1] - (k - 1) :]
-                pol = torch.cat([past.unsqueeze(1).expand(-1, p, -1, -1), pol], 2)
-            qs_seq, free = inference.mmp(
-                lh[rows][:, h - k :],
-                c.B,
-                pol,
-                [x[rows] for x in latest],
-                c.num_states,
-                c.policy_len,
-                c.inference_params["num_iter"],
-                c.inference_params["tau"],
-            )
-            t_g = control.evaluate_sequences(
-                qs_seq[-(c.policy_len + 1) :],
-                c.prep,
-                use_utility=c.use_utility,
-                use_states_info_gain=c.use_states_info_gain,
-                use_param_info_gain=c.use_param_info_gain,
-            )
-            q_pi[rows] = control.posterior_over_policies(t_g["G"], c.gamma, c.E, free)
-            for key, val in t_g.items():
-                terms.setdefault(key, torch.zeros(n, p, dtype=c.dtype, device=self.device))
-                terms[key][rows] = val
-            for f in range(c.num_factors):
-                qs[f][rows] = (q_prev[rows].unsqueeze(-1) * qs_seq[k - 1][f]).sum(1)
-                first[f][rows] = qs_seq[0][f]
-        marg = control.action_marginals(q_pi, c.policies, c.num_controls)
-        action = control.sample_action(
-            marg, "deterministic" if deterministic else c.action_selection, c.alpha
-        )
-        steps = steps + 1
-        if h > 1:
-            acts = torch.cat([acts[:, 1:], action.unsqueeze(1)], 1)
-        # the window's first belief, averaged over policies, becomes its prior once it slides
-        slide = (steps - h >= 0)[:, None]
-        latest = [
-            torch.where(slide, (q_pi.unsqueeze(-1) * fq).sum(1), x)
-            for fq, x in zip(first, latest, strict=True)
-        ]
-        self._record(q_pi, terms, qs, action, deterministic)
-        new_state = {
-            "qs": qs,
-            "action": action,
-            "has_action": torch.ones_like(start),
-            "lh": lh,
-            "acts": acts,
-            "count": count,
-            "steps": steps,
-            "latest": latest,
-            "q_pi": q_pi,
-        }
-        return action[:, self.control_factor].cpu().numpy(), new_state
+            self._pending = (state.qs, action)
+        return action[:, self.control_factor].cpu().numpy(), state
 
     @torch.no_grad()
     def observe(self, transition: Any) -> None:
@@ -395,21 +239,12 @@ class POMDPAgent:
         qs_prev, action = self._pending
         self._pending = None
         o = self._obs_tensor(transition.next_obs)
-        state = {
-            "qs": qs_prev,
-            "action": action,
-            "has_action": torch.ones(o.shape[0], dtype=torch.bool, device=self.device),
-        }
-        qs_next = self._posterior(o, self._prior(state))
-        assert c.pB is not None
-        grown = learning.update_state_likelihood_dirichlet(
-            c.pB, c.B, action, qs_next, qs_prev, c.lr_pB, 1.0
+        # the posterior after the move: B[u] q_prev as the prior, then the next observation
+        moved = c.init_state(o.shape[0]).replace(
+            qs=qs_prev, action=action, has_action=torch.ones_like(action[:, 0], dtype=torch.bool)
         )
-        c.pB = [
-            c.fr_pB * p + (g - p).sum(0, keepdim=True) for p, g in zip(c.pB, grown, strict=True)
-        ]
-        c.B = learning.expected_parameters(c.pB)
-        c._refresh()
+        qs_next = c.infer(o, moved).qs
+        c.update_B(qs_prev, qs_next, action, pooled=True)
 
     def update(self, global_step: int) -> dict[str, Any]:
         """Expected free energy terms and entropies of the last training step (0-d tensors)."""

@@ -804,6 +804,19 @@ def _run_jobs(jobs: list[tuple[Callable[..., RunResult], tuple]], args: argparse
             yield fut.result()
 
 
+def _versions() -> str:
+    """Installed versions of daif's and the baselines' libraries, for the report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("torch", "gymnasium", "stable-baselines3", "sb3-contrib"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
 def write_report(
     out: Path,
     args: argparse.Namespace,
@@ -840,7 +853,7 @@ def write_report(
             "- time to target: training seconds up to the first evaluation ≥ target, "
             "evaluation time excluded (wall-clock / CPU of the run's process); wall time "
             "and env steps/s: the whole run, evaluations included",
-            "- baselines: Stable-Baselines3 with RL Baselines3 Zoo hyperparameters",
+            f"- versions: {_versions()}; baselines use the RL Baselines3 Zoo hyperparameters",
             "",
             tables,
             "",

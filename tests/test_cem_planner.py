@@ -67,6 +67,14 @@ def test_cem_keeps_the_incumbent_so_a_perfect_start_is_not_lost():
     torch.testing.assert_close(std, torch.zeros(1, 2))
 
 
+def test_symexp_inverts_symlog():
+    # symexp(y) = sign(y)(e^|y| − 1): symexp(1) = e − 1, symexp(−ln 3) = −2
+    y = torch.tensor([1.0, -np.log(3.0), 0.0])
+    np.testing.assert_allclose(maths.symexp(y).numpy(), [np.e - 1, -2.0, 0.0], rtol=1e-6)
+    x = torch.tensor([-1e4, -2.5, 0.0, 0.3, 700.0])
+    torch.testing.assert_close(maths.symexp(maths.symlog(x)), x)
+
+
 # -------------------------------------------------------------- EFE of a plan, by hand
 class _LinearModel(nn.Module):
     """A world model with s' = s + a (two agreeing members), reward r = −a², never-ending

@@ -57,6 +57,11 @@ def symlog(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.log1p(torch.abs(x))
 
 
+def symexp(y: Tensor) -> Tensor:
+    """symexp(y) = sign(y)·(e^|y| − 1), the inverse of :func:`symlog`."""
+    return torch.sign(y) * torch.expm1(torch.abs(y))
+
+
 def free_bits(kl: Tensor, nats: float) -> Tensor:
     """max(KL, nats): stops the optimiser pushing a KL below a floor of ``nats``.
 

@@ -32,6 +32,7 @@ from daif import maths
 from daif.deep import efe
 from daif.deep.config import DeepAgentConfig
 from daif.deep.epistemic import ANNOTATIONS, EPISTEMIC_SOURCES
+from daif.deep.planner import CEMPlanner
 from daif.deep.world_model import MODEL_LOSS_TAGS, WorldModel
 from daif.protocol import AgentContext, Transition
 from daif.replay import ReplayBuffer
@@ -164,6 +165,15 @@ class DeepActiveInferenceAgent:
         self.epistemic = EPISTEMIC_SOURCES[c.epistemic_estimate](
             self.world_model, c.ambiguity_weight, c.info_gain_weight, c.critic_trains_encoder
         )
+        self.planner: CEMPlanner | None = None
+        if c.planner == "cem":
+            if not self.continuous:
+                raise ConfigError("agent.planner='cem' plans continuous actions; use 'actor'")
+            self.planner = CEMPlanner(
+                self.world_model, self.critic, self.actor, self.preference, self.epistemic,
+                horizon=c.plan_horizon, candidates=c.plan_candidates, elites=c.plan_elites,
+                iterations=c.plan_iterations, discount=c.discount, risk_weight=c.risk_weight,
+            )  # fmt: skip
         self.env_steps = 0
         self.num_updates = 0
         self._update_credit = 0.0
@@ -242,9 +252,15 @@ class DeepActiveInferenceAgent:
 
     def _act_continuous(self, obs: Tensor, deterministic: bool) -> np.ndarray:
         """a = tanh(u), u ~ q(u|s) (tanh of the mean when ``deterministic``; uniform over
-        the box before ``learning_starts``), rescaled to the env's bounds: ``[N, A]``."""
+        the box before ``learning_starts``), or the CEM plan's first action with
+        ``planner=cem``, rescaled to the env's bounds: ``[N, A]``."""
         if not deterministic and self.env_steps < self.config.learning_starts:
             a = torch.rand(obs.shape[0], self.num_actions) * 2.0 - 1.0
+        elif self.planner is not None:  # CEM over plans in the world model (daif.deep.planner)
+            with autocast(self.device, self.amp):
+                a = self.planner.act(self.world_model.encode(obs), deterministic)
+            if not bool(torch.isfinite(a).all()):
+                raise NonFiniteLossError("agent.planner='cem': the planned action", None)
         else:
             with autocast(self.device, self.amp):
                 mean, std = self.actor(self.world_model.encode(obs))

@@ -21,6 +21,7 @@ from daif.validation import (
 )
 
 EPISTEMIC_ESTIMATES: tuple[str, ...] = ("exact", "cached")
+PLANNERS: tuple[str, ...] = ("actor", "cem")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,20 @@ class DeepAgentConfig:
     """Continuous actions: the entropy H̄ of q(a|s) that the temperature α = 1/β is tuned
     to keep (None: −dim(A), in nats of the pre-squash Gaussian after the tanh correction).
     β starts at ``precision``; the annealing keys apply to discrete actions only."""
+    planner: str = "actor"
+    """Continuous actions: how an action is chosen. ``actor``: sampled from the amortised
+    q(a|s) (its mean when deterministic); ``cem``: the first action of a plan that the
+    cross-entropy method finds over ``plan_horizon`` steps in the world model, scored by
+    expected free energy with the critic at the tail (:mod:`daif.deep.planner`). The actor
+    and critic train the same way under both."""
+    plan_horizon: int = 2
+    """``planner=cem``: H, the steps of each plan imagined before the critic takes over."""
+    plan_candidates: int = 128
+    """``planner=cem``: N, the action sequences sampled per CEM iteration."""
+    plan_elites: int = 16
+    """``planner=cem``: E ≤ N, the sequences of least G that the next distribution fits."""
+    plan_iterations: int = 3
+    """``planner=cem``: CEM iterations per action."""
 
     def __post_init__(self) -> None:
         check_int("agent.latent_dim", self.latent_dim, minimum=1)
@@ -132,6 +147,16 @@ class DeepAgentConfig:
         check_int("agent.nan_check_interval", self.nan_check_interval, minimum=1)
         if self.target_entropy is not None:
             check_range("agent.target_entropy", self.target_entropy, -1e6, 1e6)
+        check_choice("agent.planner", self.planner, PLANNERS)
+        check_int("agent.plan_horizon", self.plan_horizon, minimum=1)
+        check_int("agent.plan_candidates", self.plan_candidates, minimum=1)
+        check_int("agent.plan_elites", self.plan_elites, minimum=1)
+        if self.plan_elites > self.plan_candidates:
+            raise ConfigError(
+                f"agent.plan_elites={self.plan_elites}: must be at most "
+                f"agent.plan_candidates={self.plan_candidates}"
+            )
+        check_int("agent.plan_iterations", self.plan_iterations, minimum=1)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DeepAgentConfig:

@@ -225,7 +225,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             s = post.s.detach().flatten(0, 1)
             h_next = model.rssm.step(h.flatten(0, 1).detach(), s, a_feat)
             ambiguity, info_gain = model.epistemic_terms(h_next)
-            m, std = model.rssm.posterior(h_next, model.embed(batch["next_obs"].flatten(0, 1)))
+            m, _ = model.rssm.posterior(h_next, model.embed(batch["next_obs"].flatten(0, 1)))
             feat_next = model.features(h_next, m)
             e = self.epistemic.epistemic_value(ambiguity, info_gain).view(b, length)
             risk = -self.preference(batch["reward"], batch["terminated"].float())  # [B, T]

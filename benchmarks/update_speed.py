@@ -15,6 +15,10 @@ CPU, or wall seconds between CUDA synchronisations on a GPU:
   only the critic does (``model_update_every`` > 1 alternates the two), per estimate;
 * one ``act`` call.
 
+For the recurrent agent (``agent=daif_rssm``) the parts are not separable (the critic reads
+the filter's states), so it times the whole gradient step (filter B sequences of T steps,
+their free energy, the critic) and one ``act`` call.
+
 Usage: ``python benchmarks/update_speed.py [--env cartpole] [--repeats 200]
 [--device cpu|cuda] [--amp off|bf16|fp16] [--compile] [overrides ...]``
 """
@@ -39,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from daif import maths  # noqa: E402
 from daif.build import make_agent  # noqa: E402
+from daif.deep import RecurrentActiveInferenceAgent  # noqa: E402
 from daif.deep.epistemic import EPISTEMIC_SOURCES  # noqa: E402
+from daif.envs import make_env  # noqa: E402
 from daif.protocol import AgentContext, Transition  # noqa: E402
 from daif.utils import autocast  # noqa: E402
 
@@ -138,7 +144,7 @@ def build_agent(
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=[f"env={preset}", *overrides])
-    env = gym.make(cfg.env.id, **cfg.env.kwargs)
+    env = make_env(cfg.env.id, **cfg.env.kwargs)  # daif/ ids included
     ctx = AgentContext(
         env.observation_space,
         env.action_space,
@@ -170,31 +176,10 @@ def fill(agent, env: gym.Env, steps: int, seed: int = 0) -> np.ndarray:
     return obs
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--env", default="cartpole", help="env preset of the deep agent")
-    p.add_argument("--repeats", type=int, default=200, help="timed calls per row")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile the losses")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {args.repeats}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:N)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available here")
-    if args.amp == "fp16" and device.type != "cuda":
-        p.error(f"--amp fp16 needs a CUDA device, got --device {args.device}; use bf16")
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    agent, env = build_agent(args.env, args.overrides, device, args.amp, args.compile)
+def feed_forward_rows(agent, obs: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
+    """The feed-forward agent's rows: the information gain both ways, each loss, the
+    gradient step per kind and estimate, and ``act``."""
     c = agent.config
-    obs = fill(agent, env, max(2000, c.batch_size * c.n_step))
-
     batch = agent.replay.sample(c.batch_size, c.n_step)
     with torch.no_grad():
         z = agent.world_model.encode(batch["obs"].flatten(0, 1))
@@ -210,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     def model_loss(b: dict) -> object:
         return agent._model_fn(b, c.free_nats)
 
-    rows = [
+    return [
         (
             f"info gain, einsum ({n} state-actions)",
             lambda: maths.gaussian_mixture_info_gain(means, stds),
@@ -238,6 +223,53 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("act (one observation)", lambda: agent.act(obs[None], None, np.array([False]))),
     ]
+
+
+def recurrent_act(agent, obs: np.ndarray) -> Callable[[], object]:
+    """One ``act`` call of the recurrent agent, its memory carried from call to call."""
+    state = [agent.initial_state(1)]
+
+    def call() -> object:
+        _, state[0] = agent.act(obs[None], state[0], np.array([False]))
+        return state[0]
+
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default="cartpole", help="env preset of the deep agent")
+    p.add_argument("--repeats", type=int, default=200, help="timed calls per row")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the losses")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
+    if args.amp == "fp16" and device.type != "cuda":
+        p.error(f"--amp fp16 needs a CUDA device, got --device {args.device}; use bf16")
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    agent, env = build_agent(args.env, args.overrides, device, args.amp, args.compile)
+    c = agent.config
+    if isinstance(agent, RecurrentActiveInferenceAgent):
+        obs = fill(agent, env, max(2000, c.batch_size * c.seq_len))
+        shape = f"{c.batch_size} sequences × {c.seq_len} steps"
+        rows = [
+            ("gradient step: filter, free energy, critic", agent._gradient_step),
+            ("act (one observation, memory carried)", recurrent_act(agent, obs)),
+        ]
+    else:
+        obs = fill(agent, env, max(2000, c.batch_size * c.n_step))
+        shape = f"batch {c.batch_size} × n_step {c.n_step}"
+        rows = feed_forward_rows(agent, obs)
     if device.type == "cuda":
         where, clock = torch.cuda.get_device_name(device), "wall"
     else:
@@ -245,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     switches = f"amp {args.amp}, compile {'on' if args.compile else 'off'}"
     print(f"# Deep agent update cost: env={args.env} {' '.join(args.overrides)}")
     print(
-        f"\n{where}, torch {torch.__version__}, 1 CPU thread, {switches}; batch "
-        f"{c.batch_size} × n_step {c.n_step}; {clock} ms per call, "
+        f"\n{where}, torch {torch.__version__}, 1 CPU thread, {switches}; {shape}; "
+        f"{clock} ms per call, "
         f"mean of {args.repeats}\n"
     )
     print(f"| what | {clock} ms / call |")

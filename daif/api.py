@@ -45,7 +45,7 @@ from daif.evaluation import EVAL_SEED_OFFSET, run_episodes
 from daif.protocol import Agent, AgentContext
 from daif.runs import choose_run_dir
 from daif.trainer import Trainer, TrainResult
-from daif.utils import pick_device, seed_everything
+from daif.utils import pick_device, preserved_rng, seed_everything
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -179,7 +179,10 @@ class Learner:
         envs = make_vector_env(env.id, env.kwargs, min(episodes, t.num_envs))
         reset_seed = int(self.cfg.seed) + EVAL_SEED_OFFSET if seed is None else seed
         try:
-            with torch.inference_mode():
+            with (
+                torch.inference_mode(),
+                preserved_rng(),
+            ):  # the caller's RNG streams stay as they were
                 returns, _ = run_episodes(agent, envs, episodes, reset_seed, deterministic=True)
         finally:
             envs.close()

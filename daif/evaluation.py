@@ -41,7 +41,9 @@ def run_episodes(
         agent: object with ``initial_state`` and ``act`` (see :mod:`daif.protocol`).
         envs: a SAME_STEP-autoreset vector env.
         episodes: number of episodes (≥ 1).
-        seed: seed for ``envs.reset`` (``None``: continue the envs' RNG).
+        seed: seed for ``envs.reset`` and for torch's global RNG (``None``: continue both),
+            so that an agent that samples while acting (the recurrent model's latent) draws
+            the same numbers in the trainer's evaluation and in ``evaluate.py``.
         deterministic: act with the mode of q(a).
         max_steps: give up (``RuntimeError``) after this many vector steps.
     Returns:
@@ -54,6 +56,8 @@ def run_episodes(
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     results: list[list[tuple[float, int]]] = [[] for _ in range(n)]
     obs, _ = envs.reset(seed=seed)
+    if seed is not None:
+        torch.manual_seed(seed)  # the trainer calls this inside preserved_rng()
     state = agent.initial_state(n)
     episode_start = np.ones(n, dtype=bool)
     ep_ret = np.zeros(n)

@@ -134,7 +134,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
 
     @torch.no_grad()
     def expected_free_energy(self, obs: Tensor, state: RecurrentState | None = None) -> Tensor:
-        """G(h, s, ·) of every action after filtering ``obs[N, ...]`` from ``state`` (fresh
+        """G(h, μ, ·) of every action after filtering ``obs[N, ...]`` from ``state`` (fresh
         episodes when None): ``[N, A]``."""
         n = obs.shape[0]
         state = self.initial_state(n) if state is None else state
@@ -210,7 +210,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
     def critic_loss_on(
         self, batch: dict[str, Tensor], post: Filtered
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """Huber loss of G(h_t, s_t, a_t) against the n-step EFE target at every start
+        """Huber loss of G(h_t, μ_t, a_t) against the n-step EFE target at every start
         t ∈ [burn_in, T − n] of the filtered sequences ``post``."""
         c = self.config
         model, n = self.world_model, c.n_step

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daif import maths
-from daif.deep.world_model import observation_scaling
+from daif.deep.world_model import ObservationScaling
 from daif.images import heatmap, tile_grey
+from daif.nets.mlp import action_features
 from daif.nets.rssm import RecurrentStateSpace
 
 KL_DYNAMICS_SCALE = 0.5  # β_dyn: trains the prior heads towards the posterior
@@ -65,7 +66,7 @@ def episode_firsts(terminated: Tensor, truncated: Tensor) -> Tensor:
     return torch.cat([torch.ones_like(done[:, :1]), done[:, :-1]], 1)
 
 
-class RecurrentWorldModel(nn.Module):
+class RecurrentWorldModel(ObservationScaling):
     """Encoder, RSSM core, decoder and outcome model, with the observation scaling.
 
     Args:
@@ -87,13 +88,9 @@ class RecurrentWorldModel(nn.Module):
         num_actions: int,
         continuous: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(observation_space)
         self.encoder, self.decoder, self.rssm, self.outcome = encoder, decoder, rssm, outcome
         self.num_actions, self.continuous = num_actions, continuous
-        self.pixels = observation_space.dtype == np.uint8
-        center, scale = observation_scaling(observation_space)
-        self.register_buffer("obs_center", center, persistent=False)
-        self.register_buffer("obs_scale", scale, persistent=False)
 
     @property
     def feature_dim(self) -> int:
@@ -101,10 +98,6 @@ class RecurrentWorldModel(nn.Module):
         return self.rssm.feature_dim
 
     # ------------------------------------------------------------------ pieces
-    def preprocess(self, obs: Tensor) -> Tensor:
-        """Raw observations ``[..., *obs_shape]`` → network inputs (float32, scaled)."""
-        return (obs.float() - self.obs_center) / self.obs_scale
-
     def target(self, x: Tensor) -> Tensor:
         """The decoder's target õ of preprocessed observations: symlog for vectors (an
         unbounded velocity cannot dominate the likelihood), unchanged for pixels."""
@@ -116,9 +109,7 @@ class RecurrentWorldModel(nn.Module):
 
     def action_features(self, action: Tensor) -> Tensor:
         """``[...]`` indices → one-hot ``[..., A]`` float; continuous ``[..., A]`` as is."""
-        if self.continuous:
-            return action.float()
-        return F.one_hot(action.long(), self.num_actions).float()
+        return action_features(action, self.num_actions, self.continuous, torch.float32)
 
     def filter_step(
         self, h: Tensor, s: Tensor, a_prev: Tensor, first: Tensor, embed: Tensor

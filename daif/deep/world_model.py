@@ -54,7 +54,24 @@ def observation_scaling(space: gym.spaces.Box) -> tuple[Tensor, Tensor]:
     return center, scale
 
 
-class WorldModel(nn.Module):
+class ObservationScaling(nn.Module):
+    """What both world models do to raw observations: ``pixels`` (uint8 frames), the
+    per-entry centre and half-width of :func:`observation_scaling` as buffers, and
+    :meth:`preprocess`."""
+
+    def __init__(self, observation_space: gym.spaces.Box) -> None:
+        super().__init__()
+        self.pixels = observation_space.dtype == np.uint8
+        center, scale = observation_scaling(observation_space)
+        self.register_buffer("obs_center", center, persistent=False)
+        self.register_buffer("obs_scale", scale, persistent=False)
+
+    def preprocess(self, obs: Tensor) -> Tensor:
+        """Raw observations ``[..., *obs_shape]`` → network inputs (float32, scaled)."""
+        return (obs.float() - self.obs_center) / self.obs_scale
+
+
+class WorldModel(ObservationScaling):
     """Encoder, decoder, transition ensemble and outcome model, with the observation scaling.
 
     Args:
@@ -73,22 +90,14 @@ class WorldModel(nn.Module):
         outcome: nn.Module,
         observation_space: gym.spaces.Box,
     ) -> None:
-        super().__init__()
+        super().__init__(observation_space)
         self.encoder, self.decoder = encoder, decoder
         self.transition, self.outcome = transition, outcome
-        self.pixels = observation_space.dtype == np.uint8
-        center, scale = observation_scaling(observation_space)
-        self.register_buffer("obs_center", center, persistent=False)
-        self.register_buffer("obs_scale", scale, persistent=False)
 
     @property
     def feature_dim(self) -> int:
         """Z, the size of the latent the critic reads."""
         return int(self.encoder.latent_dim)
-
-    def preprocess(self, obs: Tensor) -> Tensor:
-        """Raw observations ``[..., *obs_shape]`` → network inputs (float32, scaled)."""
-        return (obs.float() - self.obs_center) / self.obs_scale
 
     def encode(self, obs: Tensor) -> Tensor:
         """The posterior mean ŝ of raw observations: ``[B, *obs_shape] → [B, Z]``."""

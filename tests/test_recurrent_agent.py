@@ -359,3 +359,22 @@ def test_short_masked_cartpole_run_beats_random_policy(tmp_path):
         )
     result = train(cfg)
     assert result.final_eval_mean >= 3.0 * 22.0, result.final_eval_mean
+
+
+def test_update_speed_times_the_recurrent_step_with_memory_carried(tmp_path):
+    """benchmarks/update_speed.py's act row for the recurrent agent carries the memory from
+    call to call (a reset each call would time a different, cheaper thing)."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "update_speed.py"
+    spec = importlib.util.spec_from_file_location("update_speed_rssm", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    agent = _agent(tmp_path)
+    obs = np.array([0.01, 0.02], dtype=np.float32)
+    call = speed.recurrent_act(agent, obs)
+    h1 = call()[0].clone()
+    h2 = call()[0]
+    fresh_h = agent.filter_obs(torch.as_tensor(obs[None]), agent.initial_state(1), [True])[1][0]
+    torch.testing.assert_close(h1, fresh_h, rtol=0, atol=1e-6)  # the first call starts fresh
+    assert not torch.allclose(h1, h2)  # the second continues from it

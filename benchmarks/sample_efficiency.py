@@ -80,6 +80,7 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "cartpole_masked": ("daif/CartPoleMasked-v0", 475.0, 50_000),
     "pendulum": ("Pendulum-v1", -200.0, 15_000),
     "mountaincar_continuous": ("MountainCarContinuous-v0", 90.0, 50_000),
+    "lunarlander_continuous": ("LunarLanderContinuous-v3", 200.0, 300_000),
 }
 
 # Hyperparameters of the RL Baselines3 Zoo (github.com/DLR-RM/rl-baselines3-zoo,
@@ -128,6 +129,19 @@ ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "learning_starts": 0,
             "use_sde": True,
             "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]},
+        },
+        "LunarLanderContinuous-v3": {
+            "n_timesteps": 500_000,
+            "batch_size": 256,
+            "learning_rate": "lin_0.00073",
+            "buffer_size": 1_000_000,
+            "ent_coef": "auto",
+            "gamma": 0.99,
+            "tau": 0.01,
+            "train_freq": 1,
+            "gradient_steps": 1,
+            "learning_starts": 10_000,
+            "policy_kwargs": {"net_arch": [400, 300]},
         },
     },
     "td3": {

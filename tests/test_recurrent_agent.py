@@ -183,6 +183,18 @@ def test_the_critic_shapes_the_filter_only_when_asked(tmp_path, trains):
     assert torch.isfinite(metrics["efe/G"]) and agent.critic.net[0].weight.grad is not None
 
 
+def test_next_embeddings_reuse_the_filter_and_encode_only_ended_episodes(tmp_path):
+    agent = _agent(tmp_path)
+    _fill(agent, steps=80)
+    batch = agent.replay.sample(8, 16, terminal_fraction=1.0)
+    done = batch["terminated"] | batch["truncated"]
+    assert done[:, :-1].any()  # the case that needs the final observation
+    _, _, post = agent.world_model.free_energy(batch, free_nats=1.0)
+    with torch.no_grad():
+        direct = agent.world_model.embed(batch["next_obs"].flatten(0, 1)).view(8, 16, -1)
+        torch.testing.assert_close(agent._next_embeddings(batch, post), direct)
+
+
 # ------------------------------------------------------------------ acting with memory
 
 

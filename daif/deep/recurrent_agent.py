@@ -225,7 +225,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             s = post.s.detach().flatten(0, 1)
             h_next = model.rssm.step(h.flatten(0, 1).detach(), s, a_feat)
             ambiguity, info_gain = model.epistemic_terms(h_next)
-            m, _ = model.rssm.posterior(h_next, model.embed(batch["next_obs"].flatten(0, 1)))
+            m, _ = model.rssm.posterior(h_next, self._next_embeddings(batch, post).flatten(0, 1))
             feat_next = model.features(h_next, m)
             e = self.epistemic.epistemic_value(ambiguity, info_gain).view(b, length)
             risk = -self.preference(batch["reward"], batch["terminated"].float())  # [B, T]
@@ -266,6 +266,21 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             },
             ambiguity.mean(),
         )
+
+    def _next_embeddings(self, batch: dict[str, Tensor], post: Filtered) -> Tensor:
+        """e(o'_t) for every step of ``[B, T]`` sequences: ``[B, T, E]``.
+
+        Inside an episode o'_t is o_{t+1}, whose embedding the filter already made
+        (``post.embed``); the encoder runs again only on the final observations of ended
+        episodes and on each sequence's last step, which for pixels saves most of a second
+        pass of the convolutions."""
+        done = batch["terminated"] | batch["truncated"]
+        fresh = done.clone()
+        fresh[:, -1] = True
+        embed = post.embed.detach()
+        out = torch.cat([embed[:, 1:], embed[:, -1:]], 1)
+        out[fresh] = self.world_model.embed(batch["next_obs"][fresh]).to(out.dtype)
+        return out
 
     # ------------------------------------------------------------------ pictures
     def images(self, n: int = 16) -> dict[str, np.ndarray]:

@@ -56,6 +56,8 @@ class Filtered(NamedTuple):
     """``[B, T, S]`` posterior means."""
     std: Tensor
     """``[B, T, S]`` posterior standard deviations."""
+    embed: Tensor
+    """``[B, T, E]`` the observation embeddings e_t that the filter read."""
 
 
 def episode_firsts(terminated: Tensor, truncated: Tensor) -> Tensor:
@@ -143,7 +145,7 @@ class RecurrentWorldModel(ObservationScaling):
             ss.append(s)
             means.append(mean)
             stds.append(std)
-        return Filtered(*(torch.stack(xs, 1) for xs in (hs, ss, means, stds)))
+        return Filtered(*(torch.stack(xs, 1) for xs in (hs, ss, means, stds)), embed)
 
     def features(self, h: Tensor, s: Tensor) -> Tensor:
         """(h, s) → ``[..., H + S]``, what the decoder, outcome model and critic read."""

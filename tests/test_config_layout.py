@@ -26,7 +26,8 @@ def test_env_name_loads_its_experiment_and_agent() -> None:
     assert cfg.trainer.total_steps == tuned.trainer.total_steps
     assert cfg.agent.epistemic_estimate == tuned.agent.epistemic_estimate == "cached"
     assert _compose("env=tmaze").agent._target_ == "daif.pomdp.trainer_agent.POMDPAgent"
-    assert _compose("env=cartpole_pixels").agent.encoder._target_ == "daif.nets.conv.ConvEncoder"
+    pixels = _compose("env=cartpole_pixels")
+    assert pixels.agent._target_ == "daif.deep.RecurrentActiveInferenceAgent"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "env").glob("*.yaml")))

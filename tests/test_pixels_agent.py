@@ -1,4 +1,5 @@
-"""The deep agent on pixel observations, built from the `cartpole_pixels` preset."""
+"""The deep agent on pixel observations: the `cartpole_pixels` preset (recurrent world model)
+and the convolutional feed-forward agent on the same env (`agent=daif_conv`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from daif.protocol import AgentContext, Transition
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = [
     "env=cartpole_pixels",
+    "agent=daif_conv",
+    "~agent.encoder.hidden",  # the preset's MLP widths, which the conv pair does not take
+    "~agent.decoder.hidden",
     "env.kwargs.frame_size=[16,32]",
     "env.kwargs.frame_stack=2",
     "agent.encoder.depth=4",
@@ -34,15 +38,28 @@ def _compose(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def test_preset_selects_the_conv_networks_and_the_pixel_env():
+def test_preset_selects_the_recurrent_model_on_single_frames():
     cfg = _compose(["env=cartpole_pixels"])
     assert cfg.env.id == "daif/CartPolePixels-v0"
+    assert cfg.agent._target_ == "daif.deep.RecurrentActiveInferenceAgent"
+    env = make_env(cfg.env.id, **cfg.env.kwargs)
+    assert env.observation_space.shape == (1, 16, 64)  # one frame: the memory carries velocity
+    agent = make_agent(cfg.agent, AgentContext(env.observation_space, env.action_space))
+    obs, _ = env.reset(seed=0)
+    action, state = agent.act(obs[None], None, np.array([True]))
+    assert env.action_space.contains(int(action[0]))
+    assert state[0].abs().sum() > 0  # the memory h has read the frame
+    env.close()
+
+
+def test_conv_agent_composes_on_the_pixel_env():
+    cfg = _compose(TINY[:4])
     assert cfg.agent._target_ == "daif.deep.DeepActiveInferenceAgent"
     assert cfg.agent.encoder._target_ == "daif.nets.conv.ConvEncoder"
     assert cfg.agent.decoder._target_ == "daif.nets.conv.ConvDecoder"
     env = make_env(cfg.env.id, **cfg.env.kwargs)
-    # the preset's frame size must suit its networks' depth (divisible by 2**num_layers)
-    ConvEncoder(env.observation_space.shape, 4, num_layers=cfg.agent.encoder.num_layers)
+    # the frame size must suit the networks' depth (divisible by 2**num_layers)
+    ConvEncoder(env.observation_space.shape, 4, num_layers=3)
     env.close()
 
 

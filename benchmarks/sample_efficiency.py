@@ -83,6 +83,24 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "lunarlander_continuous": ("LunarLanderContinuous-v3", 200.0, 300_000),
 }
 
+# The zoo gives DQN the same settings on Acrobot-v1 and LunarLander-v3 (run_sb3 copies an
+# entry before changing it, so both may share one dict).
+_ZOO_DQN_ACROBOT_LUNARLANDER: dict[str, Any] = {
+    "n_timesteps": 100_000,
+    "learning_rate": 6.3e-4,
+    "batch_size": 128,
+    "buffer_size": 50_000,
+    "learning_starts": 0,
+    "gamma": 0.99,
+    "target_update_interval": 250,
+    "train_freq": 4,
+    "gradient_steps": -1,
+    "exploration_fraction": 0.12,
+    "exploration_final_eps": 0.1,
+    "policy_kwargs": {"net_arch": [256, 256]},
+}
+
+
 # Hyperparameters of the RL Baselines3 Zoo (github.com/DLR-RM/rl-baselines3-zoo,
 # hyperparams/{ppo,dqn,sac,td3}.yml), transcribed; keys the zoo leaves out are SB3's
 # defaults. "lin_x" is the zoo's linear
@@ -234,20 +252,7 @@ ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "exploration_final_eps": 0.04,
             "policy_kwargs": {"net_arch": [256, 256]},
         },
-        "Acrobot-v1": {
-            "n_timesteps": 100_000,
-            "learning_rate": 6.3e-4,
-            "batch_size": 128,
-            "buffer_size": 50_000,
-            "learning_starts": 0,
-            "gamma": 0.99,
-            "target_update_interval": 250,
-            "train_freq": 4,
-            "gradient_steps": -1,
-            "exploration_fraction": 0.12,
-            "exploration_final_eps": 0.1,
-            "policy_kwargs": {"net_arch": [256, 256]},
-        },
+        "Acrobot-v1": _ZOO_DQN_ACROBOT_LUNARLANDER,
         "MountainCar-v0": {
             "n_timesteps": 120_000,
             "learning_rate": 4e-3,
@@ -262,20 +267,7 @@ ZOO_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "exploration_final_eps": 0.07,
             "policy_kwargs": {"net_arch": [256, 256]},
         },
-        "LunarLander-v3": {
-            "n_timesteps": 100_000,
-            "learning_rate": 6.3e-4,
-            "batch_size": 128,
-            "buffer_size": 50_000,
-            "learning_starts": 0,
-            "gamma": 0.99,
-            "target_update_interval": 250,
-            "train_freq": 4,
-            "gradient_steps": -1,
-            "exploration_fraction": 0.12,
-            "exploration_final_eps": 0.1,
-            "policy_kwargs": {"net_arch": [256, 256]},
-        },
+        "LunarLander-v3": _ZOO_DQN_ACROBOT_LUNARLANDER,
     },
 }
 

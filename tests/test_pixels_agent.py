@@ -58,8 +58,8 @@ def test_conv_agent_composes_on_the_pixel_env():
     assert cfg.agent.encoder._target_ == "daif.nets.conv.ConvEncoder"
     assert cfg.agent.decoder._target_ == "daif.nets.conv.ConvDecoder"
     env = make_env(cfg.env.id, **cfg.env.kwargs)
-    # the frame size must suit the networks' depth (divisible by 2**num_layers)
-    ConvEncoder(env.observation_space.shape, 4, num_layers=3)
+    # the env's frame size must suit the conv networks' depth (divisible by 2**num_layers)
+    ConvEncoder(env.observation_space.shape, 4, num_layers=cfg.agent.encoder.num_layers)
     env.close()
 
 

@@ -108,26 +108,6 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + 2.0 * torch.log(std) + LOG_2PI).sum(-1)
 
 
-def beta_nll(x: Tensor, mean: Tensor, std: Tensor, beta: float) -> Tensor:
-    """β-NLL (Seitzer et al., 2022): −Σ_d sg(σ_d^{2β}) ln N(x_d; μ_d, σ_d²).
-
-    A learned σ scales the mean's gradient by 1/σ², so dimensions the model cannot yet
-    predict (a moving pole among static pixels) raise their σ and stop teaching the mean.
-    The stop-gradient weight σ^{2β} undoes that: β = 0 is the plain NLL, β = 1 gives the
-    mean the squared error's gradient (μ − x) while σ still learns the residual's scale.
-
-    Args:
-        x, mean, std: ``[..., D]``.
-        beta: β ≥ 0.
-    Returns:
-        ``[...]``.
-    """
-    nll = 0.5 * (((x - mean) / std).pow(2) + 2.0 * torch.log(std) + LOG_2PI)
-    if beta > 0.0:
-        nll = nll * std.detach().pow(2.0 * beta)
-    return nll.sum(-1)
-
-
 def gaussian_entropy(std: Tensor) -> Tensor:
     """H[N(μ, diag σ²)] = ½ Σ_d (1 + ln 2π + 2 ln σ_d).
 

@@ -104,27 +104,3 @@ def test_mixture_info_gain_stays_float32_under_bf16_autocast() -> None:
         got = maths.gaussian_mixture_info_gain(means, stds)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, ref)
-
-
-def test_beta_nll_is_the_nll_at_beta_zero_and_weights_by_variance() -> None:
-    x, mean, std = (
-        torch.tensor([[1.0, 0.0]]),
-        torch.tensor([[0.5, 0.2]]),
-        torch.tensor([[0.5, 2.0]]),
-    )
-    nll = -maths.gaussian_log_prob(x, mean, std)
-    assert torch.allclose(maths.beta_nll(x, mean, std, 0.0), nll)
-    # β = 1: dimension d weighs σ_d² · NLL_d; by hand for d = 0: 0.25·(½·1 + ln 0.5 + ½ ln 2π)
-    d0 = 0.25 * (0.5 + math.log(0.5) + 0.5 * math.log(2 * math.pi))
-    d1 = 4.0 * (0.5 * 0.01 + math.log(2.0) + 0.5 * math.log(2 * math.pi))
-    assert maths.beta_nll(x, mean, std, 1.0).item() == pytest.approx(d0 + d1, rel=1e-6)
-
-
-def test_beta_nll_at_beta_one_gives_the_mean_the_squared_errors_gradient() -> None:
-    # ∂/∂μ = μ − x whatever σ; ∂/∂σ = σ − (x − μ)²/σ (zero where σ equals the residual)
-    x = torch.tensor([1.0, 1.0])
-    mean = torch.tensor([0.5, 0.5], requires_grad=True)
-    std = torch.tensor([0.5, 0.25], requires_grad=True)
-    maths.beta_nll(x, mean, std, 1.0).backward()
-    assert torch.allclose(mean.grad, torch.tensor([-0.5, -0.5]))
-    assert torch.allclose(std.grad, torch.tensor([0.0, 0.25 - 0.25 / 0.25]))

@@ -371,9 +371,7 @@ class DeepActiveInferenceAgent:
         with autocast(self.device, self.amp):
             loss, metrics, ambiguity_seen = self._critic_fn(batch)
             if train_model:
-                model_loss, model_metrics = self._model_fn(
-                    batch, self.config.free_nats, self.config.beta_nll
-                )
+                model_loss, model_metrics = self._model_fn(batch, self.config.free_nats)
                 loss = loss + model_loss
                 self._last_model_metrics = {k: v.detach() for k, v in model_metrics.items()}
         return loss, metrics, ambiguity_seen

@@ -51,10 +51,6 @@ class DeepAgentConfig:
     """w_i, the weight of the information gain about the transition model (0: ablated)."""
     free_nats: float = 1.0
     """Free bits: the complexity KL is not pushed below this many nats."""
-    beta_nll: float = 0.0
-    """β of the reconstruction's β-NLL (:func:`daif.maths.beta_nll`): 0 is the plain
-    Gaussian NLL; 1 stops the decoder's learned σ from down-weighting what it cannot yet
-    predict (pixels)."""
     batch_size: int = 128
     """Sequences per gradient step."""
     buffer_size: int = 100_000
@@ -125,7 +121,6 @@ class DeepAgentConfig:
             "ambiguity_weight",
             "info_gain_weight",
             "free_nats",
-            "beta_nll",
         ):
             check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
         check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)

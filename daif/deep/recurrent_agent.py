@@ -203,9 +203,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
     def sequence_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """The world model's free energy plus the critic's loss on ``[B, T]`` sequences:
         ``(loss, metrics, mean raw ambiguity seen)``."""
-        model_loss, metrics, post = self.world_model.free_energy(
-            batch, self.config.free_nats, self.config.beta_nll
-        )
+        model_loss, metrics, post = self.world_model.free_energy(batch, self.config.free_nats)
         critic_loss, critic_metrics, ambiguity_seen = self.critic_loss_on(batch, post)
         return model_loss + critic_loss, {**metrics, **critic_metrics}, ambiguity_seen
 

@@ -165,7 +165,7 @@ class RecurrentWorldModel(ObservationScaling):
 
     # ------------------------------------------------------------------ learning
     def free_energy(
-        self, batch: dict[str, Tensor], free_nats: float, beta_nll: float = 0.0
+        self, batch: dict[str, Tensor], free_nats: float
     ) -> tuple[Tensor, dict[str, Tensor], Filtered]:
         """F of B replayed sequences of T steps (module docstring).
 
@@ -181,8 +181,8 @@ class RecurrentWorldModel(ObservationScaling):
         h, s = post.h.flatten(0, 1), post.s.flatten(0, 1)
         feat = self.features(h, s)
         rec_mean, rec_std = self.decoder(feat)
-        reconstruction = maths.beta_nll(
-            self.target(x).flatten(1), rec_mean.flatten(1), rec_std.flatten(1), beta_nll
+        reconstruction = -maths.gaussian_log_prob(
+            self.target(x).flatten(1), rec_mean.flatten(1), rec_std.flatten(1)
         ).mean()
         p_mean, p_std = self.rssm.prior(h)  # [K, B·T, S]
         q_mean, q_std = post.mean.flatten(0, 1), post.std.flatten(0, 1)

@@ -115,9 +115,7 @@ class WorldModel(ObservationScaling):
         _, obs_std = self.decoder(means.mean(0))
         return maths.gaussian_entropy(obs_std.flatten(1)), info_gain
 
-    def free_energy(
-        self, batch: dict[str, Tensor], free_nats: float, beta_nll: float = 0.0
-    ) -> tuple[Tensor, dict]:
+    def free_energy(self, batch: dict[str, Tensor], free_nats: float) -> tuple[Tensor, dict]:
         """F of the first transition of each ``[B, L]`` replayed sequence (module docstring).
 
         Returns the loss (0-d) and its terms as 0-d tensors keyed by TensorBoard tag.
@@ -128,8 +126,8 @@ class WorldModel(ObservationScaling):
         mean, std = self.encoder(o_pair)  # [2B, Z]: q(s|o) and q(s'|o')
         z_sample = mean + std * torch.randn_like(std)
         rec_mean, rec_std = self.decoder(z_sample)
-        reconstruction = maths.beta_nll(
-            o_pair.flatten(1), rec_mean.flatten(1), rec_std.flatten(1), beta_nll
+        reconstruction = -maths.gaussian_log_prob(
+            o_pair.flatten(1), rec_mean.flatten(1), rec_std.flatten(1)
         ).mean()
         z0, z1 = z_sample[:b], z_sample[b:]
         p_mean, p_std = self.transition(z0, action)  # [K, B, Z]

@@ -595,6 +595,68 @@ def _zoo_schedule(value: Any, scale: float) -> Any:
     return value
 
 
+def build_sb3(algo: str, env_id: str, seed: int, steps: int) -> tuple[Any, Any, Any, bool, int]:
+    """The SB3 model of ``algo`` on ``env_id`` with the zoo's hyperparameters, its training
+    and evaluation envs, whether they are VecNormalize-wrapped, and the steps ``learn`` runs
+    (at least the zoo's length, whose schedules are rescaled to run over ``steps``)."""
+    from stable_baselines3 import DQN, PPO, SAC, TD3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import daif.envs  # noqa: F401  (registers daif/ ids for the baselines' gym.make)
+
+    if env_id not in ZOO_HYPERPARAMS[algo]:
+        raise ValueError(f"no RL Zoo hyperparameters for {algo} on {env_id}")
+    hp = dict(ZOO_HYPERPARAMS[algo][env_id])
+    if isinstance(hp.get("policy_kwargs", {}).get("activation_fn"), str):
+        import torch
+
+        kwargs = dict(hp["policy_kwargs"])
+        kwargs["activation_fn"] = getattr(torch.nn, kwargs["activation_fn"])
+        hp["policy_kwargs"] = kwargs
+    n_envs = hp.pop("n_envs", 1)
+    zoo_steps = hp.pop("n_timesteps")
+    normalize = hp.pop("normalize", False)
+    learn_steps = max(zoo_steps, steps)
+    scale = learn_steps / zoo_steps
+    for key in ("learning_rate", "clip_range"):
+        if key in hp:
+            hp[key] = _zoo_schedule(hp[key], scale)
+    if algo == "dqn" and scale != 1.0:
+        hp["exploration_fraction"] /= scale  # keep the zoo's exploration length in steps
+    if "noise_type" in hp:
+        import gymnasium as gym
+        import numpy as np
+        from stable_baselines3.common.noise import (
+            NormalActionNoise,
+            OrnsteinUhlenbeckActionNoise,
+        )
+
+        dims = gym.make(env_id).action_space.shape[0]
+        noise = {
+            "normal": NormalActionNoise,
+            "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise,
+        }
+        cls_noise = noise[hp.pop("noise_type")]
+        std = hp.pop("noise_std")
+        hp["action_noise"] = cls_noise(np.zeros(dims), std * np.ones(dims))
+
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+    if normalize:
+        norm = normalize if isinstance(normalize, dict) else {}
+        env = VecNormalize(env, gamma=hp["gamma"], **norm)
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    if algo == "recurrent_ppo":
+        from sb3_contrib import RecurrentPPO
+
+        model = RecurrentPPO("MlpLstmPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    else:
+        cls = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
+        model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    return model, env, eval_env, bool(normalize), learn_steps
+
+
 def run_sb3(
     algo: str,
     env_id: str,
@@ -608,63 +670,11 @@ def run_sb3(
     _worker_setup()
     out = RunResult(algo=algo, seed=seed)
     try:
-        from stable_baselines3 import DQN, PPO, SAC, TD3
         from stable_baselines3.common.callbacks import BaseCallback
-        from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.evaluation import evaluate_policy
-        from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+        from stable_baselines3.common.vec_env import sync_envs_normalization
 
-        import daif.envs  # noqa: F401  (registers daif/ ids for the baselines' gym.make)
-
-        if env_id not in ZOO_HYPERPARAMS[algo]:
-            raise ValueError(f"no RL Zoo hyperparameters for {algo} on {env_id}")
-        hp = dict(ZOO_HYPERPARAMS[algo][env_id])
-        if isinstance(hp.get("policy_kwargs", {}).get("activation_fn"), str):
-            import torch
-
-            kwargs = dict(hp["policy_kwargs"])
-            kwargs["activation_fn"] = getattr(torch.nn, kwargs["activation_fn"])
-            hp["policy_kwargs"] = kwargs
-        n_envs = hp.pop("n_envs", 1)
-        zoo_steps = hp.pop("n_timesteps")
-        normalize = hp.pop("normalize", False)
-        learn_steps = max(zoo_steps, steps)
-        scale = learn_steps / zoo_steps
-        for key in ("learning_rate", "clip_range"):
-            if key in hp:
-                hp[key] = _zoo_schedule(hp[key], scale)
-        if algo == "dqn" and scale != 1.0:
-            hp["exploration_fraction"] /= scale  # keep the zoo's exploration length in steps
-        if "noise_type" in hp:
-            import gymnasium as gym
-            import numpy as np
-            from stable_baselines3.common.noise import (
-                NormalActionNoise,
-                OrnsteinUhlenbeckActionNoise,
-            )
-
-            dims = gym.make(env_id).action_space.shape[0]
-            noise = {
-                "normal": NormalActionNoise,
-                "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise,
-            }
-            cls_noise = noise[hp.pop("noise_type")]
-            std = hp.pop("noise_std")
-            hp["action_noise"] = cls_noise(np.zeros(dims), std * np.ones(dims))
-
-        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-        eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
-        if normalize:
-            norm = normalize if isinstance(normalize, dict) else {}
-            env = VecNormalize(env, gamma=hp["gamma"], **norm)
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        if algo == "recurrent_ppo":
-            from sb3_contrib import RecurrentPPO
-
-            model = RecurrentPPO("MlpLstmPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
-        else:
-            cls = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[algo]
-            model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+        model, env, eval_env, normalize, learn_steps = build_sb3(algo, env_id, seed, steps)
 
         class EvalEvery(BaseCallback):
             """Evaluate every ``eval_interval`` steps; stop at the budget; time only training."""

@@ -153,7 +153,8 @@ class Learner:
                 ``state`` is None, else False).
             deterministic: the most probable action (the mode of q(a)) or a sample.
         Returns:
-            ``(actions, state)``; a single observation gives a single action.
+            ``(actions, state)``; a single observation gives a single action (an int, or
+            for continuous actions an ``[A]`` array).
         """
         agent = self._require_agent()
         space = self.observation_space
@@ -169,7 +170,10 @@ class Learner:
         with torch.inference_mode():
             actions, state = agent.act(batch, state, np.asarray(start, dtype=bool), deterministic)
         actions = np.asarray(actions)
-        return (actions[0].item() if single else actions), state
+        if not single:
+            return actions, state
+        # one observation: an int for a discrete space, the action vector ``[A]`` for a Box
+        return (actions[0].item() if actions[0].ndim == 0 else actions[0]), state
 
     def evaluate(self, episodes: int = 10, seed: int | None = None) -> tuple[float, float]:
         """Mean and std return of ``episodes`` deterministic episodes, on the trainer's eval

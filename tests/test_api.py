@@ -110,6 +110,22 @@ def test_saved_agent_loads_safely_and_acts_the_same(tmp_path):
     assert f"return {final[0]:.2f} ± {final[1]:.2f}" in proc.stdout
 
 
+def test_predict_on_one_observation_gives_a_continuous_action_vector(tmp_path):
+    tiny = [o for o in SMALL if not o.startswith("agent.precision_anneal")]
+    learner = daif.make("pendulum", tiny, run_dir=tmp_path / "p", progress=False)
+    learner.learn()
+    env = gym.make("Pendulum-v1")
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    batch, _ = learner.predict(obs)
+    single, _ = learner.predict(obs[0])
+    assert batch.shape == (3, 1) and single.shape == (1,)
+    # the same action up to float32 rounding (a batch of 3 and of 1 sum in different orders)
+    np.testing.assert_allclose(single, batch[0], atol=1e-6)
+    assert -2.0 <= single[0] <= 2.0
+    _, reward, *_ = env.step(single)  # the env takes it as it is
+    assert np.isfinite(reward)
+
+
 def test_an_export_cannot_resume_a_run(tmp_path):
     learner = daif.make("cartpole", SMALL, run_dir=tmp_path / "r", progress=False)
     learner.learn()

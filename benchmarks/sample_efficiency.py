@@ -83,7 +83,7 @@ ENV_DEFAULTS: dict[str, tuple[str, float, int]] = {
     "lunarlander_continuous": ("LunarLanderContinuous-v3", 200.0, 300_000),
 }
 
-# The zoo gives DQN the same settings on Acrobot-v1 and LunarLander-v3 (run_sb3 copies an
+# The zoo gives DQN the same settings on Acrobot-v1 and LunarLander-v3 (build_sb3 copies an
 # entry before changing it, so both may share one dict).
 _ZOO_DQN_ACROBOT_LUNARLANDER: dict[str, Any] = {
     "n_timesteps": 100_000,

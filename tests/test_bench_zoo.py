@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.conftest import load_benchmark
 
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_efficiency.py"
-_spec = importlib.util.spec_from_file_location("sample_efficiency", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["sample_efficiency"] = bench  # dataclasses resolve their module by name
-_spec.loader.exec_module(bench)
+bench = load_benchmark("sample_efficiency")
 
 ENTRIES = [(algo, env_id) for algo, envs in bench.ZOO_HYPERPARAMS.items() for env_id in envs]
 # settings SB3 keeps under the zoo's own name, unchanged

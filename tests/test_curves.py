@@ -3,7 +3,6 @@ its interval against hand-computed cases, and the PNG that sample_efficiency.py 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import subprocess
@@ -14,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("curves", REPO / "benchmarks" / "curves.py")
-curves = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(curves)
+from tests.conftest import ROOT, load_benchmark
+
+curves = load_benchmark("curves")
 
 
 @dataclass
@@ -89,7 +87,7 @@ def test_sample_efficiency_writes_the_curves_beside_its_table(tmp_path):
     out = tmp_path / "report.md"
     cmd = [
         sys.executable,
-        str(REPO / "benchmarks" / "sample_efficiency.py"),
+        str(ROOT / "benchmarks" / "sample_efficiency.py"),
         "--env=cartpole",
         "--no-daif",
         "--baselines=none",
@@ -103,7 +101,7 @@ def test_sample_efficiency_writes_the_curves_beside_its_table(tmp_path):
     assert "![learning curves](report.png)" in out.read_text()
     # the stand-alone renderer draws the same file from the saved runs
     again = tmp_path / "again.png"
-    cli = [sys.executable, str(REPO / "benchmarks" / "curves.py"), str(saved), f"--out={again}"]
+    cli = [sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(saved), f"--out={again}"]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _png_size(again) == (1000, 460)

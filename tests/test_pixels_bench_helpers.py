@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_efficiency.py"
-_spec = importlib.util.spec_from_file_location("sample_efficiency", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["sample_efficiency"] = bench  # dataclasses resolve their module by name
-_spec.loader.exec_module(bench)
+from tests.conftest import load_benchmark
+
+bench = load_benchmark("sample_efficiency")
 
 # (step, mean, std, training wall seconds, training CPU seconds) per evaluation
 HISTORY = [

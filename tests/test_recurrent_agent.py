@@ -27,7 +27,7 @@ from daif.envs import make_env
 from daif.protocol import AgentContext, Transition
 from daif.trainer import Trainer, train
 from daif.validation import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_benchmark
 
 RSSM_TINY = [
     "env=cartpole_masked",
@@ -376,12 +376,7 @@ def test_short_masked_cartpole_run_beats_random_policy(tmp_path):
 def test_update_speed_times_the_recurrent_step_with_memory_carried(tmp_path):
     """benchmarks/update_speed.py's act row for the recurrent agent carries the memory from
     call to call (a reset each call would time a different, cheaper thing)."""
-    import importlib.util
-
-    path = ROOT / "benchmarks" / "update_speed.py"
-    spec = importlib.util.spec_from_file_location("update_speed_rssm", path)
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = load_benchmark("update_speed")
     agent = _agent(tmp_path)
     obs = np.array([0.01, 0.02], dtype=np.float32)
     call = speed.recurrent_act(agent, obs)

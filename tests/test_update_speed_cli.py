@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "update_speed.py"
-_spec = importlib.util.spec_from_file_location("update_speed", _PATH)
-speed = importlib.util.module_from_spec(_spec)
-sys.modules["update_speed"] = speed
-_spec.loader.exec_module(speed)
+from tests.conftest import load_benchmark
+
+speed = load_benchmark("update_speed")
 
 
 def test_cpu_rows_count_cpu_time_not_waiting():

@@ -799,6 +799,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         bad = [b for b in args.baselines if b not in ZOO_HYPERPARAMS]
         if bad:
             p.error(f"unknown baseline(s) {bad}; choose from {sorted(ZOO_HYPERPARAMS)}")
+        missing = [b for b in args.baselines if env_id not in ZOO_HYPERPARAMS[b]]
+        if missing:
+            have = [a for a, hp in ZOO_HYPERPARAMS.items() if env_id in hp]
+            p.error(
+                f"no RL Zoo hyperparameters for {missing} on {env_id}; "
+                f"baselines for it: {', '.join(have) or 'none'}"
+            )
         if not _sb3_available():
             p.error("baselines need stable-baselines3: pip install -e '.[bench]'")
     return args
@@ -816,10 +823,7 @@ def build_jobs(args: argparse.Namespace) -> list[tuple[Callable[..., RunResult],
         jobs += [
             (run_daif, (label, args.env, s, args.steps, overrides, stop_at, every)) for s in seeds
         ]
-    for algo in args.baselines:
-        if args.env_id not in ZOO_HYPERPARAMS[algo]:
-            print(f"[skip] no RL Zoo hyperparameters for {algo} on {args.env_id}")
-            continue
+    for algo in args.baselines:  # parse_args checked that the zoo has settings for each
         jobs += [(run_sb3, (algo, args.env_id, s, args.steps, stop_at, every)) for s in seeds]
     return jobs
 

@@ -49,3 +49,10 @@ def test_every_zoo_entry_builds_its_model_with_the_zoo_settings(algo, env_id):
     finally:
         env.close()
         eval_env.close()
+
+
+def test_a_baseline_the_zoo_has_no_settings_for_is_refused_before_any_run(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--env", "pendulum", "--baselines", "dqn"])
+    err = capsys.readouterr().err
+    assert "['dqn']" in err and "Pendulum-v1" in err and "sac, td3" in err

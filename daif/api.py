@@ -180,7 +180,9 @@ class Learner:
         seeds by default (so a trained agent scores what its run's last evaluation said)."""
         agent = self._require_agent()
         t, env = trainer_settings(self.cfg), env_settings(self.cfg)
-        envs = make_vector_env(env.id, env.kwargs, min(episodes, t.num_envs))
+        envs = make_vector_env(
+            env.id, env.kwargs, min(episodes, t.num_envs), action_repeat=t.action_repeat
+        )
         reset_seed = int(self.cfg.seed) + EVAL_SEED_OFFSET if seed is None else seed
         try:
             with (

@@ -28,10 +28,12 @@ WANDB_MODES: tuple[str, ...] = ("online", "offline")
 @dataclass
 class TrainerConfig:
     """``trainer.*``: budgets and runtime switches. All step counts are environment steps
-    summed over the vector envs (one vectorised step of N envs counts N)."""
+    (frames) summed over the vector envs (one vectorised step of N envs counts N frames per
+    env, or up to ``action_repeat`` times that)."""
 
     total_steps: int = 50_000
     num_envs: int = 4
+    action_repeat: int = 1  # frames each action is held for; the agent counts its decisions
     eval_interval: int = 10_000  # 0: evaluate only at the end
     eval_episodes: int = 10  # 0: never evaluate
     log_interval: int = 1_000
@@ -129,6 +131,7 @@ def trainer_settings(cfg: DictConfig) -> TrainerConfig:
     t = TrainerConfig(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
     check_int("trainer.total_steps", t.total_steps, minimum=1)
     check_int("trainer.num_envs", t.num_envs, minimum=1)
+    check_int("trainer.action_repeat", t.action_repeat, minimum=1)
     if t.threads is not None:
         check_int("trainer.threads", t.threads, minimum=1)
     check_int("trainer.eval_interval", t.eval_interval, minimum=0)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from daif.build import make_agent
 from daif.checkpoint import CheckpointError, load_checkpoint
 from daif.config import env_settings, trainer_settings
-from daif.envs import make_vector_env
+from daif.envs import frames_taken, make_vector_env
 from daif.protocol import AgentContext
 from daif.utils import pick_device, seed_everything
 from daif.validation import check_int
@@ -47,8 +47,8 @@ def run_episodes(
         deterministic: act with the mode of q(a).
         max_steps: give up (``RuntimeError``) after this many vector steps.
     Returns:
-        ``([episodes] returns, [episodes] lengths)`` as float64 / int64 arrays, ordered by
-        sub-env then by episode.
+        ``([episodes] returns, [episodes] lengths in frames)`` as float64 / int64 arrays,
+        ordered by sub-env then by episode.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -64,9 +64,9 @@ def run_episodes(
     ep_len = np.zeros(n, dtype=np.int64)
     for _ in range(max_steps):
         actions, state = agent.act(obs, state, episode_start, deterministic=deterministic)
-        obs, reward, terminated, truncated, _ = envs.step(actions)
+        obs, reward, terminated, truncated, infos = envs.step(actions)
         ep_ret += reward
-        ep_len += 1
+        ep_len += frames_taken(infos, n)
         done = np.logical_or(terminated, truncated)
         for i in np.flatnonzero(done):
             if len(results[i]) < quota[i]:
@@ -147,7 +147,7 @@ def evaluate_checkpoint(
             )
 
     n_envs = 1 if video else min(episodes, t.num_envs)
-    envs = make_vector_env(env.id, kwargs, n_envs, wrapper=wrapper)
+    envs = make_vector_env(env.id, kwargs, n_envs, wrapper=wrapper, action_repeat=t.action_repeat)
     torch_device = pick_device(device)
     try:
         agent = make_agent(

@@ -45,7 +45,7 @@ from daif.checkpoint import (
     signed_here,
 )
 from daif.config import EnvConfig, LoggerConfig, TrainerConfig, validate_config
-from daif.envs import make_vector_env, true_next_obs
+from daif.envs import frames_taken, make_vector_env, true_next_obs
 from daif.evaluation import EVAL_SEED_OFFSET, run_episodes
 from daif.logger import Logger, WandbSettings, to_float
 from daif.protocol import AgentContext, Transition
@@ -191,7 +191,8 @@ class Trainer:
 
         seed_everything(self.seed)
         n = self.t.num_envs
-        self.envs = make_vector_env(self.env_cfg.id, self.env_cfg.kwargs, n)
+        repeat = self.t.action_repeat
+        self.envs = make_vector_env(self.env_cfg.id, self.env_cfg.kwargs, n, action_repeat=repeat)
         self.agent = make_agent(
             cfg.agent,
             AgentContext(
@@ -216,7 +217,10 @@ class Trainer:
             )
         if self.t.eval_episodes > 0:
             self.eval_envs = make_vector_env(
-                self.env_cfg.id, self.env_cfg.kwargs, min(self.t.eval_episodes, n)
+                self.env_cfg.id,
+                self.env_cfg.kwargs,
+                min(self.t.eval_episodes, n),
+                action_repeat=repeat,
             )
 
         # loop state (all of it goes into checkpoints)
@@ -395,9 +399,10 @@ class Trainer:
                 truncated=np.asarray(truncated, dtype=bool),
             )
         )
+        frames = frames_taken(infos, self.t.num_envs)  # < action_repeat at an episode's end
         self.ep_return += reward
-        self.ep_length += 1
-        step = self.global_step + self.t.num_envs
+        self.ep_length += frames
+        step = self.global_step + int(frames.sum())
         for i in np.flatnonzero(done):
             self.episodes += 1
             self.recent_returns.append(float(self.ep_return[i]))

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ("trainer.num_envs=0", "trainer.num_envs"),
         ("trainer.num_envs=abc", "trainer.num_envs"),
+        ("trainer.action_repeat=0", "trainer.action_repeat"),
         ("trainer.threads=0", "trainer.threads"),
         ("trainer.total_steps=-5", "trainer.total_steps"),
         ("trainer.amp=fp8", "trainer.amp"),

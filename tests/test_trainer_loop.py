@@ -190,3 +190,24 @@ def test_trainer_threads_sets_torch_intra_op_threads(compose_cfg):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_action_repeat_holds_actions_and_budgets_count_frames(compose_cfg, tmp_path):
+    # Count env, time limit 5 frames, each action held 2 frames: an episode is decisions of
+    # 2, 2 and 1 frames (obs 2, 4, 5; rewards 2, 2, 1), so 24 frames over 2 envs are
+    # 7 vector steps (4 + 4 + 2 frames per episode, twice, then 4 more).
+    cfg = _count_cfg(compose_cfg, 1000, tmp_path / "r")
+    cfg.trainer.action_repeat = 2
+    trainer = Trainer(cfg)
+    agent = trainer.agent
+    assert trainer.run().global_step == 24
+    next_obs = [int(tr.next_obs[0, 0]) for tr in agent.transitions]
+    assert next_obs == [2, 4, 5, 2, 4, 5, 2]
+    assert [float(tr.reward[0]) for tr in agent.transitions] == [2.0, 2.0, 1.0] * 2 + [2.0]
+    assert [bool(tr.truncated[0]) for tr in agent.transitions] == [False, False, True] * 2 + [False]
+    # evaluation plays the same repeat; its lengths are frames
+    envs = make_vector_env(COUNT_ID, {}, 2, action_repeat=2)
+    returns, lengths = run_episodes(agent, envs, episodes=2, seed=0)
+    envs.close()
+    np.testing.assert_array_equal(returns, [5.0, 5.0])
+    np.testing.assert_array_equal(lengths, [5, 5])

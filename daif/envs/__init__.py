@@ -40,6 +40,24 @@ class UnknownEnvError(ValueError):
     """Raised for an env id that neither Gymnasium nor daif knows."""
 
 
+class ActionRepeat(gym.Wrapper):
+    """Hold each action for ``repeat`` frames, summing their rewards; a frame that ends the
+    episode ends the repeat. ``info["frames"]`` is how many frames the step took."""
+
+    def __init__(self, env: gym.Env, repeat: int) -> None:
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        total, frames = 0.0, 0
+        while True:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            frames += 1
+            if terminated or truncated or frames == self.repeat:
+                return obs, total, terminated, truncated, {**info, "frames": frames}
+
+
 def available_envs() -> list[str]:
     """Sorted ids that :func:`make_env` accepts (Gymnasium's registry, daif's included)."""
     return sorted(gym.registry.keys())
@@ -78,10 +96,15 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
 
 
 def _make_wrapped(
-    env_id: str, kwargs: Mapping[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None
+    env_id: str,
+    kwargs: Mapping[str, Any],
+    wrapper: Callable[[gym.Env], gym.Env] | None,
+    action_repeat: int,
 ) -> gym.Env:
     env = make_env(env_id, **dict(kwargs))
-    return wrapper(env) if wrapper is not None else env
+    if wrapper is not None:  # inside the repeat, so that a video records every frame
+        env = wrapper(env)
+    return ActionRepeat(env, action_repeat) if action_repeat > 1 else env
 
 
 def make_vector_env(
@@ -89,6 +112,7 @@ def make_vector_env(
     kwargs: Mapping[str, Any],
     num_envs: int,
     wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    action_repeat: int = 1,
 ) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of ``env_id`` in a ``SyncVectorEnv`` with SAME_STEP autoreset.
 
@@ -97,13 +121,21 @@ def make_vector_env(
         kwargs: keyword arguments for ``gymnasium.make``.
         num_envs: number of sub-envs (≥ 1).
         wrapper: optional function applied to each sub-env (e.g. ``RecordVideo``).
+        action_repeat: frames each action is held for (:class:`ActionRepeat`; 1: none).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fn = functools.partial(_make_wrapped, env_id, dict(kwargs), wrapper)
+    fn = functools.partial(_make_wrapped, env_id, dict(kwargs), wrapper, action_repeat)
     return gym.vector.SyncVectorEnv(
         [fn] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
+
+
+def frames_taken(infos: Mapping[str, Any], num_envs: int) -> np.ndarray:
+    """``[N]`` frames each sub-env's last step took: :class:`ActionRepeat`'s
+    ``info["frames"]``, else 1."""
+    frames = np.asarray(infos.get("frames", 1), dtype=np.int64)
+    return np.broadcast_to(frames, (num_envs,)).copy()
 
 
 def true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:

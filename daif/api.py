@@ -146,6 +146,9 @@ class Learner:
     ) -> tuple[np.ndarray | int, Any]:
         """Actions for one observation or a batch ``[N, *obs_shape]``.
 
+        An agent trained with ``trainer.action_repeat=k`` decides every k frames: play it in
+        ``daif.envs.ActionRepeat(env, k)``, as :meth:`evaluate` does.
+
         Args:
             obs: an observation of the env's space, or a batch of them.
             state: what the previous call returned (``None``: a new episode).

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from daif.envs import make_vector_env
+from daif.envs import frames_taken, make_vector_env
 from daif.evaluation import run_episodes
 from daif.protocol import Transition
 from daif.trainer import Trainer, train
@@ -211,3 +211,23 @@ def test_action_repeat_holds_actions_and_budgets_count_frames(compose_cfg, tmp_p
     envs.close()
     np.testing.assert_array_equal(returns, [5.0, 5.0])
     np.testing.assert_array_equal(lengths, [5, 5])
+
+
+def test_frames_are_counted_when_sub_envs_end_on_different_steps():
+    # CartPole pays 1 per frame, so an episode's return is its length in frames; pushing
+    # left in one env and right in the other, with 3 frames per decision, ends them on
+    # different vector steps, where an ended env's info is its reset's
+    envs = make_vector_env("CartPole-v1", {}, 2, action_repeat=3)
+    envs.reset(seed=0)
+    ret, frames, staggered = np.zeros(2), np.zeros(2, dtype=np.int64), False
+    ended = np.zeros(2, dtype=bool)
+    while not ended.all():
+        _, reward, terminated, truncated, infos = envs.step(np.array([0, 1]))
+        done = terminated | truncated
+        staggered |= bool(done.any() and not done.all())
+        ret += np.where(ended, 0.0, reward)
+        frames += np.where(ended, 0, frames_taken(infos, 2))
+        ended |= done
+    envs.close()
+    assert staggered
+    np.testing.assert_array_equal(frames, ret)

@@ -133,9 +133,14 @@ def make_vector_env(
 
 def frames_taken(infos: Mapping[str, Any], num_envs: int) -> np.ndarray:
     """``[N]`` frames each sub-env's last step took: :class:`ActionRepeat`'s
-    ``info["frames"]``, else 1."""
-    frames = np.asarray(infos.get("frames", 1), dtype=np.int64)
-    return np.broadcast_to(frames, (num_envs,)).copy()
+    ``info["frames"]``, else 1. A sub-env that just ended reports its reset's info, so its
+    count is read from ``final_info``."""
+    frames = np.ones(num_envs, dtype=np.int64)
+    for source in (infos, infos.get("final_info", {})):
+        if "frames" in source:
+            has = np.asarray(source.get("_frames", np.ones(num_envs, dtype=bool)))
+            frames[has] = np.asarray(source["frames"])[has]
+    return frames
 
 
 def true_next_obs(next_obs: np.ndarray, done: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:

@@ -119,7 +119,6 @@ def test_agent_satisfies_protocol_and_acts() -> None:
         ("agent.epistemic_estimate=all", "agent.epistemic_estimate"),
         ("agent.batch_size=5000", "agent.batch_size"),
         ("agent.terminal_fraction=1.5", "agent.terminal_fraction"),
-        ("agent.policy_average_rate=1.5", "agent.policy_average_rate"),
     ],
 )
 def test_bad_hyperparameter_raises_naming_key(override: str, key: str) -> None:
@@ -235,37 +234,6 @@ def test_state_dict_round_trip_continues_identically(estimate: str) -> None:
     for k in ma:
         assert torch.equal(ma[k], mb[k]), k
     assert b.env_steps == a.env_steps and b.num_updates == a.num_updates
-
-
-def test_policy_reads_the_online_critic_unless_averaging_is_asked_for() -> None:
-    agent = make_agent()
-    assert agent.critic_policy is agent.critic
-    assert "critic_policy" not in agent.state_dict()["modules"]
-
-
-def test_policy_critic_is_the_polyak_average_of_the_online_critic_at_its_rate() -> None:
-    rate = 0.25
-    agent = make_agent(f"agent.policy_average_rate={rate}")
-    fill(agent)
-    # θ_π starts at the initial critic and moves θ_π ← (1 − ρ)·θ_π + ρ·θ after each step
-    expected = [p.detach().clone() for p in agent.critic.parameters()]
-    for step in range(3):
-        assert agent.update(step)  # one gradient step each (updates_per_step=1)
-        online = [p.detach() for p in agent.critic.parameters()]
-        expected = [(1 - rate) * e + rate * p for e, p in zip(expected, online, strict=True)]
-    for e, p in zip(expected, agent.critic_policy.parameters(), strict=True):
-        torch.testing.assert_close(p, e)
-    obs = torch.randn(64, 4)
-    g_policy = agent.critic_policy(agent.world_model.encode(obs))
-    assert not torch.allclose(g_policy, agent.critic(agent.world_model.encode(obs)))
-    torch.testing.assert_close(agent.expected_free_energy(obs), g_policy)
-    actions, _ = agent.act(obs.numpy(), None, np.ones(64, bool), deterministic=True)
-    np.testing.assert_array_equal(actions, g_policy.argmin(-1).numpy())
-    # the averaged critic is part of the checkpoint
-    b = make_agent(f"agent.policy_average_rate={rate}", seed=7)
-    b.load_state_dict(agent.state_dict())
-    for pa, pb in zip(agent.critic_policy.parameters(), b.critic_policy.parameters(), strict=True):
-        assert torch.equal(pa, pb)
 
 
 def test_bf16_autocast_updates_stay_finite() -> None:

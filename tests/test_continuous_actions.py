@@ -183,9 +183,6 @@ def test_a_discrete_agent_config_on_a_continuous_env_is_refused_by_name():
         continuous_agent(unbounded)
     with pytest.raises(ConfigError, match=r"agent\.target_entropy: expected a finite number"):
         continuous_agent(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), "agent.target_entropy=nan")
-    with pytest.raises(ConfigError, match=r"agent\.policy_average_rate=0\.01: .*actor"):
-        box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        continuous_agent(box, "agent.policy_average_rate=0.01")
 
 
 @pytest.mark.slow

@@ -215,21 +215,6 @@ def test_act_resets_the_memory_of_rows_whose_episode_starts(tmp_path):
     assert carried[2].shape == (2, 2) and carried[2].sum(1).tolist() == [1.0, 1.0]  # one-hot
 
 
-def test_the_recurrent_policy_reads_the_averaged_critic_when_asked(tmp_path):
-    agent = _agent(tmp_path, "agent.policy_average_rate=0.5")
-    _fill(agent)
-    agent.update(80)
-    obs = np.array([[0.01, 0.02], [-0.03, 0.04]], dtype=np.float32)
-    state = agent.initial_state(2)
-    torch.manual_seed(0)
-    feat, _ = agent.filter_obs(torch.as_tensor(obs), state, np.array([True, True]))
-    g = agent.critic_policy(feat)
-    assert agent.critic_policy is not agent.critic and not torch.allclose(g, agent.critic(feat))
-    torch.manual_seed(0)
-    actions, _ = agent.act(obs, state, np.array([True, True]), deterministic=True)
-    np.testing.assert_array_equal(actions, g.argmin(-1).numpy())
-
-
 def test_recurrent_agent_refuses_settings_it_cannot_honour(tmp_path):
     with pytest.raises(ConfigError, match=r"agent\.seq_len=4"):
         _agent(tmp_path, "agent.seq_len=4", "agent.burn_in=2", "agent.n_step=3")

@@ -132,18 +132,6 @@ class DeepActiveInferenceAgent:
         self._model_params = list(self.world_model.parameters())
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
-        # the critic the discrete policy softmax(−β·G) reads: the online one, or its Polyak
-        # average, whose argmin does not flip with each step's noise where action gaps are small
-        self.critic_policy = self.critic
-        if c.policy_average_rate > 0:
-            if self.continuous:
-                raise ConfigError(
-                    f"agent.policy_average_rate={c.policy_average_rate}: averages the critic "
-                    "a discrete policy reads; continuous actions come from the actor, so "
-                    "leave it 0"
-                )
-            self.critic_policy = copy.deepcopy(self.critic).requires_grad_(False)
-        self._policy_params = list(self.critic_policy.parameters())
         self._params = self._model_params + self._critic_params
         model_lr = c.lr if c.model_lr is None else c.model_lr
         groups = [{"params": self._model_params, "lr": model_lr}, {"params": self._critic_params}]
@@ -240,7 +228,7 @@ class DeepActiveInferenceAgent:
         z = self.world_model.encode(obs)
         if self.continuous:
             return self.critic(z, torch.tanh(self.actor(z)[0])).amax(0).unsqueeze(-1)
-        return self.critic_policy(z)
+        return self.critic(z)
 
     @torch.no_grad()
     def act(
@@ -410,10 +398,6 @@ class DeepActiveInferenceAgent:
         self.num_updates += 1
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, c.target_update_rate)
-            if c.policy_average_rate > 0:
-                torch._foreach_lerp_(
-                    self._policy_params, self._critic_params, c.policy_average_rate
-                )
         self.epistemic.end_step(ambiguity_seen)
         return {**metrics, **self._last_model_metrics}
 
@@ -463,8 +447,6 @@ class DeepActiveInferenceAgent:
             "critic_target": self.critic_target,
             "preference": self.preference,
         }
-        if self.critic_policy is not self.critic:
-            modules["critic_policy"] = self.critic_policy
         if self.continuous:
             modules.update(actor=self.actor, temperature=self.temperature)
         return modules

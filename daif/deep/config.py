@@ -74,9 +74,6 @@ class DeepAgentConfig:
     """Global gradient-norm limit, per network group (world model, critic)."""
     target_update_rate: float = 0.005
     """Polyak rate of the target critic: θ' ← θ' + rate·(θ − θ') after every step."""
-    policy_average_rate: float = 0.0
-    """Discrete actions: q(a|s) reads a Polyak average of the critic, updated at this rate
-    after every step (0: the online critic). The TD target is unchanged."""
     huber_delta: float = 1.0
     """Where the critic's Huber loss turns from quadratic to linear (in G's units)."""
     critic_trains_encoder: bool = False
@@ -141,7 +138,6 @@ class DeepAgentConfig:
         check_range("agent.target_update_rate", self.target_update_rate, 0.0, 1.0)
         if self.target_update_rate == 0.0:
             raise ConfigError("agent.target_update_rate: must be > 0 (0 freezes the target), got 0")
-        check_range("agent.policy_average_rate", self.policy_average_rate, 0.0, 1.0)
         check_positive("agent.huber_delta", self.huber_delta)
         check_choice("agent.critic_trains_encoder", self.critic_trains_encoder, (True, False))
         check_choice("agent.epistemic_estimate", self.epistemic_estimate, EPISTEMIC_ESTIMATES)

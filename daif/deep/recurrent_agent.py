@@ -139,7 +139,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
         n = obs.shape[0]
         state = self.initial_state(n) if state is None else state
         feat, _ = self.filter_obs(obs, state, np.zeros(n, dtype=bool))
-        return self.critic_policy(feat)
+        return self.critic(feat)
 
     @torch.no_grad()
     def act(
@@ -160,7 +160,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             if not deterministic and self.env_steps < self.config.learning_starts:
                 action = torch.randint(0, self.num_actions, (n,), device=self.device)
             else:
-                g = self.critic_policy(feat).float()
+                g = self.critic(feat).float()
                 if not bool(torch.isfinite(g).all()):
                     raise NonFiniteLossError("action probabilities softmax(-β·G)", None)
                 if deterministic:

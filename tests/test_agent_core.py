@@ -15,7 +15,13 @@ from hydra import compose, initialize_config_dir
 from daif import maths
 from daif.build import make_agent as build_agent
 from daif.deep import DeepActiveInferenceAgent
-from daif.deep.efe import bootstrap_index, n_step_efe_target, n_step_weights, state_value
+from daif.deep.efe import (
+    bootstrap_index,
+    critic_loss,
+    n_step_efe_target,
+    n_step_weights,
+    state_value,
+)
 from daif.deep.epistemic import CachedEpistemic, ExactEpistemic
 from daif.protocol import Agent, AgentContext, Transition
 from daif.utils import NonFiniteLossError
@@ -321,6 +327,72 @@ def test_critic_loss_matches_its_definition_step_by_step(
     loss.backward()
     reached = any(p.grad is not None for p in wm.encoder.parameters())
     assert reached == critic_trains_encoder
+
+
+def test_huber_critic_loss_sums_the_heads_against_a_hand_computation() -> None:
+    # Huber_1(x) = x²/2 for |x| ≤ 1, |x| − 1/2 beyond; each head's loss is a mean over B
+    g = torch.tensor([[0.0, 3.0], [1.0, -2.0]])  # [K=2, B=2]
+    target = torch.zeros(2)
+    expected = (0.0 + 2.5) / 2 + (0.5 + 1.5) / 2
+    assert critic_loss(g, target, huber_delta=1.0).item() == pytest.approx(expected)
+
+
+def test_a_critic_with_heads_acts_on_their_mean_and_regresses_each_on_the_target() -> None:
+    agent = make_agent("agent.critic.num_heads=3")
+    fill(agent)
+    z = torch.randn(5, 4)
+    heads = agent.critic.heads(z)
+    assert heads.shape == (3, 5, 2)
+    torch.testing.assert_close(agent.critic(z), heads.mean(0))
+    assert not torch.allclose(heads[0], heads[1])  # independently initialised
+
+    torch.manual_seed(1)
+    batch = agent.replay.sample(8, agent.config.n_step)
+    loss, metrics, _ = agent.critic_loss(batch)
+    # recompute with the target held fixed: the loss is Σ_k Huber(G_k(ŝ_0, a_0) − target)
+    wm, c = agent.world_model, agent.config
+    with torch.no_grad():
+        risk = -agent.preference(batch["reward"], batch["terminated"].float())
+        est = agent.epistemic.estimate(
+            batch,
+            n_step_weights(batch["terminated"], batch["truncated"], c.discount),
+            batch["next_obs"][
+                torch.arange(8), bootstrap_index(batch["terminated"], batch["truncated"])
+            ],
+        )
+        v = state_value(
+            agent.critic(est.z_last),
+            agent.critic_target(est.z_last),
+            c.precision_at(agent.env_steps),
+        )
+        target = est.weighted_sum + n_step_efe_target(
+            risk, v, batch["terminated"], batch["truncated"], c.discount
+        )
+        g0 = agent.critic.heads(wm.encode(batch["obs"][:, 0]))[
+            :, torch.arange(8), batch["action"][:, 0]
+        ]
+        expected = sum(
+            torch.nn.functional.huber_loss(g0[k], target, delta=c.huber_delta) for k in range(3)
+        )
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["efe/G"], g0.mean(), rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert all(net[0].weight.grad.abs().sum() > 0 for net in agent.critic.nets)
+
+
+def test_a_critic_checkpoint_from_before_heads_loads_into_one_head() -> None:
+    agent = make_agent()
+    old = {k.replace("nets.0.", "net."): v for k, v in agent.critic.state_dict().items()}
+    assert all(k.startswith("net.") for k in old)
+    fresh = make_agent(seed=1).critic
+    fresh.load_state_dict(old)
+    z = torch.randn(5, 4)
+    torch.testing.assert_close(fresh(z), agent.critic(z))
+
+
+def test_a_critic_without_heads_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="num_heads: must be >= 1, got 0"):
+        make_agent("agent.critic.num_heads=0")
 
 
 def test_n_step_weights_are_discounts_until_the_episode_ends() -> None:

@@ -180,7 +180,7 @@ def test_the_critic_shapes_the_filter_only_when_asked(tmp_path, trains):
     loss.backward()
     cell = agent.world_model.rssm.cell.weight_hh
     assert (cell.grad is not None and cell.grad.abs().sum() > 0) == trains
-    assert torch.isfinite(metrics["efe/G"]) and agent.critic.net[0].weight.grad is not None
+    assert torch.isfinite(metrics["efe/G"]) and agent.critic.nets[0][0].weight.grad is not None
 
 
 def test_next_embeddings_reuse_the_filter_and_encode_only_ended_episodes(tmp_path):

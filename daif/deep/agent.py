@@ -321,11 +321,13 @@ class DeepActiveInferenceAgent:
             )
         if self.continuous:
             g_heads = self.critic(est.z_first, batch["action"][:, 0])  # [C, B]
-            loss = sum(efe.critic_loss(g, target, c.huber_delta) for g in g_heads)
+            loss = efe.critic_loss(g_heads, target, c.huber_delta)
             g_taken = g_heads.amax(0)
         else:
-            g_taken = self.critic(est.z_first).gather(1, batch["action"][:, :1]).squeeze(1)
-            loss = efe.critic_loss(g_taken, target, c.huber_delta)
+            a0 = batch["action"][:, :1].expand(self.critic.num_heads, -1, -1)  # [K, B, 1]
+            g_heads = self.critic.heads(est.z_first).gather(2, a0).squeeze(2)  # [K, B]
+            loss = efe.critic_loss(g_heads, target, c.huber_delta)
+            g_taken = g_heads.mean(0)
         metrics = {
             "losses/critic_td": loss,
             "efe/risk": risk[:, 0].mean(),

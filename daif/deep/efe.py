@@ -97,9 +97,13 @@ def state_value(g_online: Tensor, g_target: Tensor, precision: float) -> Tensor:
     return (q * g_target).sum(-1)
 
 
-def critic_loss(g_taken: Tensor, target: Tensor, huber_delta: float) -> Tensor:
-    """Huber(G(s_0, a_0) − target): ``[B], [B]`` → 0-d."""
-    return F.huber_loss(g_taken, target, delta=huber_delta)
+def critic_loss(g_heads: Tensor, target: Tensor, huber_delta: float) -> Tensor:
+    """Σ_k Huber(G_k(s_0, a_0) − target), every head of the critic regressed on one target:
+    ``[K, B], [B]`` → 0-d."""
+    loss = F.huber_loss(g_heads[0], target, delta=huber_delta)
+    for g in g_heads[1:]:
+        loss = loss + F.huber_loss(g, target, delta=huber_delta)
+    return loss
 
 
 def soft_state_value(g_next: Tensor, log_prob_next: Tensor, temperature: Tensor) -> Tensor:

@@ -251,9 +251,10 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             )
         starts = slice(c.burn_in, length - n + 1)
         feat = model.features(h[:, starts], mu[:, starts]).flatten(0, 1)  # [B·W, H + S]
-        a0 = batch["action"][:, starts].flatten().unsqueeze(1)
-        g_taken = self.critic(feat).gather(1, a0).squeeze(1)
-        loss = efe.critic_loss(g_taken, target, c.huber_delta)
+        a0 = batch["action"][:, starts].reshape(1, -1, 1).expand(self.critic.num_heads, -1, -1)
+        g_heads = self.critic.heads(feat).gather(2, a0).squeeze(2)  # [K, B·W]
+        loss = efe.critic_loss(g_heads, target, c.huber_delta)
+        g_taken = g_heads.mean(0)
         ambiguity = ambiguity.view(b, length)
         return (
             loss,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -261,7 +262,13 @@ class OutcomeModel(nn.Module):
 
 
 class EFECritic(nn.Module):
-    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``."""
+    """Amortised expected free energy G(s, a) for every discrete action: ``z[B, Z] → [B, A]``.
+
+    With ``num_heads`` K > 1 the critic is K independently initialised MLPs whose mean is G.
+    The agent regresses every head on the same target (:meth:`heads`), so their errors are
+    partly independent and the mean's error, and its step-to-step jitter, is smaller than one
+    head's: this matters where the action gaps are as small as the errors (LunarLander).
+    """
 
     def __init__(
         self,
@@ -270,14 +277,28 @@ class EFECritic(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
         layer_norm: bool = False,
+        num_heads: int = 1,
     ) -> None:
         super().__init__()
         self.num_actions = num_actions
-        self.net = mlp(latent_dim, hidden, num_actions, activation, layer_norm)
+        self.num_heads = check_int("num_heads", num_heads, minimum=1)
+        self.nets = nn.ModuleList(
+            mlp(latent_dim, hidden, num_actions, activation, layer_norm) for _ in range(num_heads)
+        )
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints written before the critic had heads name its one MLP `net`.
+        for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
+            state_dict[prefix + "nets.0." + key[len(prefix) + 4 :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def heads(self, z: Tensor) -> Tensor:
+        """``z[B, Z]`` → ``G_k[K, B, A]``, one row per head (nats; lower is better)."""
+        return torch.stack([net(z) for net in self.nets]).float()
 
     def forward(self, z: Tensor) -> Tensor:
-        """``z[B, Z]`` → ``G[B, A]`` (nats; lower is better)."""
-        return self.net(z).float()
+        """``z[B, Z]`` → ``G[B, A]``, the mean of the heads (nats; lower is better)."""
+        return self.heads(z).mean(0)
 
 
 class ActionCritic(nn.Module):

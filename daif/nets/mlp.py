@@ -282,6 +282,8 @@ class EFECritic(nn.Module):
         super().__init__()
         self.num_actions = num_actions
         self.num_heads = check_int("num_heads", num_heads, minimum=1)
+        # Separate MLPs, not one batched EnsembleLinear stack: with one head this is the
+        # critic (initialisation and numbers) that every other preset's results were run on.
         self.nets = nn.ModuleList(
             mlp(latent_dim, hidden, num_actions, activation, layer_norm) for _ in range(num_heads)
         )

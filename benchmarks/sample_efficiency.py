@@ -882,15 +882,25 @@ def write_report(
     elapsed: float,
     pending: int,
 ) -> str:
-    """Write ``out`` (markdown, this invocation's and the loaded runs) and its ``.json``
-    (this invocation's runs only); return the tables."""
-    save_runs(out.with_suffix(".json"), results, meta)
+    """Write ``out`` (markdown) and its ``.json``, both holding this invocation's and the
+    loaded runs, so a merged report can be re-rendered or loaded again from its own
+    ``.json``; return the tables."""
+    sources = [
+        src
+        for path, _, old in loaded
+        for src in [
+            {"file": path.name, "command": old.get("command"), "date": old.get("date")},
+            *old.get("loaded", []),  # a merged file passes on where its runs came from
+        ]
+    ]
+    everything = [*results, *(r for _, runs, _ in loaded for r in runs)]
+    save_runs(out.with_suffix(".json"), everything, {**meta, "loaded": sources})
     loaded_notes = [
         f"- {len(runs)} runs ({', '.join(sorted({r.algo for r in runs}))}) loaded from "
         f"`{path.name}`: `{old.get('command', '?')}` at {old.get('date', '?')}"
         for path, runs, old in loaded
     ]
-    tables = markdown_tables([*results, *(r for _, runs, _ in loaded for r in runs)], args.target)
+    tables = markdown_tables(everything, args.target)
     status = f"**partial: {pending} runs still going**" if pending else "complete"
     text = "\n".join(
         [

@@ -99,6 +99,14 @@ def test_sample_efficiency_writes_the_curves_beside_its_table(tmp_path):
     png = out.with_suffix(".png")
     assert _png_size(png) == (1000, 460)
     assert "![learning curves](report.png)" in out.read_text()
+    # the report's own .json holds every run the report shows, and where they came from
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert sorted((r["algo"], r["seed"]) for r in merged["runs"]) == sorted(
+        (r["algo"], r["seed"]) for r in runs
+    )
+    assert merged["meta"]["loaded"] == [
+        {"file": "saved.json", "command": "python ...", "date": "today"}
+    ]
     # the stand-alone renderer draws the same file from the saved runs
     again = tmp_path / "again.png"
     cli = [sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(saved), f"--out={again}"]

@@ -99,7 +99,8 @@ def state_value(g_online: Tensor, g_target: Tensor, precision: float) -> Tensor:
 
 def critic_loss(g_heads: Tensor, target: Tensor, huber_delta: float) -> Tensor:
     """Σ_k Huber(G_k(s_0, a_0) − target), every head of the critic regressed on one target:
-    ``[K, B], [B]`` → 0-d."""
+    ``[K, B], [B]`` → 0-d. A sum, not a mean: an encoder the critic trains gets every head's
+    TD gradient (halving it slowed LunarLander; docs/notes/other_tasks.md)."""
     loss = F.huber_loss(g_heads[0], target, delta=huber_delta)
     for g in g_heads[1:]:
         loss = loss + F.huber_loss(g, target, delta=huber_delta)

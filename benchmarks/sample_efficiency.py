@@ -835,13 +835,22 @@ def save_runs(path: Path, results: Sequence[RunResult], meta: dict[str, Any]) ->
 
 
 def load_runs(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
-    """Runs and metadata written by :func:`save_runs`."""
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    runs = []
-    for d in payload["runs"]:
-        d["evals"] = [tuple(e) for e in d["evals"]]
-        runs.append(RunResult(**d))
-    return runs, payload.get("meta", {})
+    """Runs and metadata written by :func:`save_runs`.
+
+    Raises:
+        ValueError: naming ``path``, if it cannot be read or is not such a file.
+    """
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        runs = []
+        for d in payload["runs"]:
+            d["evals"] = [tuple(e) for e in d["evals"]]
+            runs.append(RunResult(**d))
+        return runs, dict(payload.get("meta", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"--load {path}: not a run file written by this benchmark ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _run_jobs(jobs: list[tuple[Callable[..., RunResult], tuple]], args: argparse.Namespace):
@@ -942,6 +951,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
+    loaded = []
+    for path in args.load:
+        try:
+            runs, old = load_runs(path)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        loaded.append((path, [r for r in runs if keep is None or r.algo in keep], old))
     print(
         f"{len(jobs)} runs of {args.env} ({args.env_id}), {args.steps:,} steps each, "
         f"target {args.target:g}, eval every {args.eval_interval} steps x {EVAL_EPISODES} "
@@ -957,11 +975,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval_interval": args.eval_interval,
         "workers": args.workers,
     }
-    keep = None if args.load_only is None else {a.strip() for a in args.load_only.split(",")}
-    loaded = []
-    for path in args.load:
-        runs, old = load_runs(path)
-        loaded.append((path, [r for r in runs if keep is None or r.algo in keep], old))
     out = args.out or RESULTS_DIR / f"{args.env}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
 

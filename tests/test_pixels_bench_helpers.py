@@ -100,6 +100,19 @@ def test_runs_survive_a_json_round_trip(tmp_path):
     assert loaded == runs and meta == {"command": "x"}
 
 
+@pytest.mark.parametrize("text", [None, '{"runs": 3}', "not json", '{"meta": {}}'])
+def test_a_missing_or_foreign_run_file_is_refused_by_name(tmp_path, capsys, text):
+    path = tmp_path / "runs.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError, match=f"--load {path}: not a run file"):
+        bench.load_runs(path)
+    argv = ["--env=cartpole", "--no-daif", "--baselines=none", f"--load={path}"]
+    assert bench.main([*argv, f"--out={tmp_path / 'r.md'}"]) == 2
+    assert f"error: --load {path}" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()  # refused before anything is written
+
+
 def test_zoo_linear_schedule_runs_over_the_zoo_length():
     # learn() runs 2x the zoo's length: SB3's progress p=0.75 is a quarter of learn's steps,
     # i.e. half of the zoo's, so the zoo schedule is at 0.5·x; it reaches 0 at p=0.5.

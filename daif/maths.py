@@ -10,6 +10,7 @@ Conventions
   dimension given by ``dim``) indexes outcomes.
 * Diagonal Gaussians are given by a mean and a *standard deviation* of equal shape;
   the event dimension is the last one and densities factorise over it.
+* Independent Bernoulli variables are given by their logits l, p = σ(l).
 * Every function is pure and works on arbitrary leading batch dimensions.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 EPS = 1e-16
@@ -91,6 +93,31 @@ def kl_categorical_to_log(q: Tensor, log_p: Tensor, dim: int = -1) -> Tensor:
     Used where p is only known in log space (a log prior, log preferences).
     """
     return (q * (log_stable(q) - log_p)).sum(dim)
+
+
+# ---------------------------------------------------------------------------
+# Bernoulli flags (0/1 observation entries)
+# ---------------------------------------------------------------------------
+def bernoulli_log_prob(y: Tensor, logits: Tensor) -> Tensor:
+    """ln Bern(y; σ(l)) = Σ_d [y_d·l_d − softplus(l_d)], for y ∈ {0, 1}.
+
+    Args:
+        y, logits: ``[..., D]``.
+    Returns:
+        ``[...]``.
+    """
+    return (y * logits - F.softplus(logits)).sum(-1)
+
+
+def bernoulli_entropy(logits: Tensor) -> Tensor:
+    """H[Bern(σ(l))] = Σ_d [softplus(l_d) − σ(l_d)·l_d], in [0, D·ln 2].
+
+    Args:
+        logits: ``[..., D]``.
+    Returns:
+        ``[...]``.
+    """
+    return (F.softplus(logits) - torch.sigmoid(logits) * logits).sum(-1)
 
 
 # ---------------------------------------------------------------------------

@@ -198,6 +198,7 @@ class DeepActiveInferenceAgent:
             nets["transition"](latent_dim=z, **acts),
             nets["outcome"](latent_dim=z, **acts),
             observation_space,
+            self.config.binary_obs,
         )
 
     @classmethod

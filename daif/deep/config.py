@@ -8,7 +8,7 @@ value is refused by :meth:`DeepAgentConfig.from_mapping` with one line naming ``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,9 @@ class DeepAgentConfig:
     """w_a, the weight of ambiguity H[p(o|ŝ')]."""
     info_gain_weight: float = 0.1
     """w_i, the weight of the information gain about the transition model (0: ablated)."""
+    binary_obs: tuple[int, ...] = ()
+    """Observation entries that are 0/1 flags (bounds [0, 1]): their likelihood is a
+    Bernoulli, whose entropy (ambiguity) lies in [0, ln 2], instead of a Gaussian."""
     free_nats: float = 1.0
     """Free bits: the complexity KL is not pushed below this many nats."""
     batch_size: int = 128
@@ -123,6 +126,13 @@ class DeepAgentConfig:
             "free_nats",
         ):
             check_positive(f"agent.{key}", getattr(self, key), allow_zero=True)
+        if isinstance(self.binary_obs, (str, bytes)) or not isinstance(self.binary_obs, Sequence):
+            raise ConfigError(
+                f"agent.binary_obs: must be a list of entry indices, got {self.binary_obs!r}"
+            )
+        for i, entry in enumerate(self.binary_obs):
+            check_int(f"agent.binary_obs[{i}]", entry, minimum=0)
+        object.__setattr__(self, "binary_obs", tuple(self.binary_obs))  # hashable, frozen
         check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)
         check_int("agent.batch_size", self.batch_size, minimum=1)
         check_int("agent.buffer_size", self.buffer_size, minimum=1)

@@ -111,6 +111,7 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
             nets["outcome"](latent_dim=f, **acts),
             observation_space,
             self.num_actions,
+            binary_obs=self.config.binary_obs,
         )
 
     # ------------------------------------------------------------------ acting

@@ -22,6 +22,7 @@ prior, which keeps either from collapsing onto the other. The scales are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -78,6 +79,7 @@ class RecurrentWorldModel(ObservationScaling):
         outcome: p(r, d | h, s, a), ``(feature, a) → (symlog reward[B], termination logit[B])``.
         observation_space: the env's Box (uint8 observations are pixels).
         num_actions, continuous: how actions become features (one-hot when discrete).
+        binary_obs: entries that are 0/1 flags (Bernoulli likelihood, :class:`ObservationScaling`).
     """
 
     def __init__(
@@ -89,8 +91,9 @@ class RecurrentWorldModel(ObservationScaling):
         observation_space: gym.spaces.Box,
         num_actions: int,
         continuous: bool = False,
+        binary_obs: Sequence[int] = (),
     ) -> None:
-        super().__init__(observation_space)
+        super().__init__(observation_space, binary_obs)
         self.encoder, self.decoder, self.rssm, self.outcome = encoder, decoder, rssm, outcome
         self.num_actions, self.continuous = num_actions, continuous
 
@@ -102,8 +105,15 @@ class RecurrentWorldModel(ObservationScaling):
     # ------------------------------------------------------------------ pieces
     def target(self, x: Tensor) -> Tensor:
         """The decoder's target õ of preprocessed observations: symlog for vectors (an
-        unbounded velocity cannot dominate the likelihood), unchanged for pixels."""
-        return x if self.pixels else maths.symlog(x)
+        unbounded velocity cannot dominate the likelihood) except on flags, unchanged for
+        pixels."""
+        if self.pixels:
+            return x
+        target = maths.symlog(x)
+        if self.binary_obs:  # a flag's target stays ±1
+            f, last = self.flag_index, x.dim() - 1
+            target = target.index_copy(last, f, x.index_select(last, f))
+        return target
 
     def embed(self, obs: Tensor) -> Tensor:
         """e = embed(o): ``[B, *obs_shape] → [B, E]``."""
@@ -160,8 +170,8 @@ class RecurrentWorldModel(ObservationScaling):
         """
         means, stds = self.rssm.prior(h_next)
         info_gain = maths.gaussian_mixture_info_gain(means, stds)
-        _, obs_std = self.decoder(self.features(h_next, means.mean(0)))
-        return maths.gaussian_entropy(obs_std.flatten(1)), info_gain
+        obs_mean, obs_std = self.decoder(self.features(h_next, means.mean(0)))
+        return self.observation_entropy(obs_mean.flatten(1), obs_std.flatten(1)), info_gain
 
     # ------------------------------------------------------------------ learning
     def free_energy(
@@ -181,7 +191,7 @@ class RecurrentWorldModel(ObservationScaling):
         h, s = post.h.flatten(0, 1), post.s.flatten(0, 1)
         feat = self.features(h, s)
         rec_mean, rec_std = self.decoder(feat)
-        reconstruction = -maths.gaussian_log_prob(
+        reconstruction = -self.observation_log_prob(
             self.target(x).flatten(1), rec_mean.flatten(1), rec_std.flatten(1)
         ).mean()
         p_mean, p_std = self.rssm.prior(h)  # [K, B·T, S]
@@ -236,6 +246,7 @@ class RecurrentWorldModel(ObservationScaling):
             s = self.rssm.prior(h)[0].mean(0)
             imagined.append(self.decoder(self.features(h, s))[0].float())
         imagined_t = torch.cat(imagined)
+        recon, imagined_t = self.observation_mean(recon), self.observation_mean(imagined_t)
         truth = self.target(x)
         if self.pixels:
             rows = [truth[:, -1], recon[:, -1], imagined_t[:, -1]]

@@ -126,7 +126,11 @@ def test_the_recurrent_model_keeps_a_flags_target_at_plus_minus_one() -> None:
 @pytest.mark.parametrize(
     ("override", "space", "message"),
     [
-        ("agent.binary_obs=[3]", SPACE, "agent.binary_obs=[3]: entry 3 is outside the 3"),
+        (
+            "agent.binary_obs=[3]",
+            SPACE,
+            "agent.binary_obs=[3]: entry 3 is out of range; the observation has 3",
+        ),
         ("agent.binary_obs=[0]", SPACE, "agent.binary_obs=[0]: entry 0 is bounded [-2, 2]"),
         ("agent.binary_obs=[-1]", SPACE, "agent.binary_obs[0]: must be >= 0, got -1"),
         ("agent.binary_obs=legs", SPACE, "agent.binary_obs: must be a list"),

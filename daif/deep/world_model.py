@@ -123,7 +123,9 @@ def _flag_entries(space: gym.spaces.Box, flags: tuple[int, ...]) -> tuple[Tensor
     d = int(space.shape[0])
     for i in flags:
         if not 0 <= i < d:
-            raise ConfigError(f"agent.binary_obs={listed}: entry {i} is outside the {d} entries")
+            raise ConfigError(
+                f"agent.binary_obs={listed}: entry {i} is out of range; the observation has {d}"
+            )
         low, high = float(space.low[i]), float(space.high[i])
         if (low, high) != (0.0, 1.0):
             raise ConfigError(

@@ -54,6 +54,10 @@ def test_bernoulli_log_prob_and_entropy_by_hand() -> None:
     assert torch.allclose(extreme, torch.zeros(2), atol=1e-6)
     grid = maths.bernoulli_entropy(torch.linspace(-20, 20, 401).unsqueeze(-1))
     assert grid.min() >= 0 and grid.max() <= math.log(2) + 1e-7
+    # bf16 logits are evaluated in float32 (the terms cancel at large |l|)
+    h_big = maths.bernoulli_entropy(torch.tensor([[8.0], [-8.0]]).bfloat16())
+    assert h_big.dtype == torch.float32
+    assert torch.allclose(h_big, torch.full((2,), 9 * math.exp(-8)), rtol=1e-3)  # ≈ e^−l (1 + l)
 
 
 def test_flags_get_a_bernoulli_and_the_other_entries_a_gaussian() -> None:
@@ -71,6 +75,35 @@ def test_flags_get_a_bernoulli_and_the_other_entries_a_gaussian() -> None:
     # the picture shows a flag's expectation 2p − 1 in scaled units: 0 and 1/2
     shown = model.observation_mean(mean)
     assert torch.allclose(shown, torch.tensor([[0.3, 0.0, 0.5]]), atol=1e-6)
+
+
+class FixedDecoder(torch.nn.Module):
+    """p(o|s) that ignores s: the same (mean, std) for every row."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.expand(z.shape[0], -1), self.std.expand(z.shape[0], -1)
+
+
+@pytest.mark.parametrize("agent", ["daif", "daif_rssm"])
+def test_the_ambiguity_of_both_world_models_counts_a_flag_as_a_bernoulli(agent: str) -> None:
+    model = build("agent.binary_obs=[1,2]", "agent.model_update_every=1", agent=agent)
+    model = model.world_model
+    # flag 1 is a fair coin, flag 2 is on with p = 3/4; their stds (7 and 0.01) are not used
+    mean, std = torch.tensor([0.3, 0.0, math.log(3.0)]), torch.tensor([0.5, 7.0, 0.01])
+    model.decoder = FixedDecoder(mean, std)
+    h_34 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    expected = 0.5 * (1 + math.log(2 * math.pi)) + math.log(0.5) + math.log(2) + h_34
+    with torch.no_grad():
+        if agent == "daif":
+            z = torch.randn(3, model.feature_dim)
+            ambiguity, _ = model.epistemic_terms(z, torch.tensor([0, 1, 0]))
+        else:
+            ambiguity, _ = model.epistemic_terms(torch.randn(3, model.rssm.deter_dim))
+    assert torch.allclose(ambiguity, torch.full((3,), expected), atol=1e-5)
 
 
 def test_without_flags_the_likelihood_is_the_plain_gaussian() -> None:
@@ -134,6 +167,8 @@ def test_the_recurrent_model_keeps_a_flags_target_at_plus_minus_one() -> None:
         ("agent.binary_obs=[0]", SPACE, "agent.binary_obs=[0]: entry 0 is bounded [-2, 2]"),
         ("agent.binary_obs=[-1]", SPACE, "agent.binary_obs[0]: must be >= 0, got -1"),
         ("agent.binary_obs=legs", SPACE, "agent.binary_obs: must be a list"),
+        ("agent.binary_obs=[2,1,2]", SPACE, "agent.binary_obs=[2, 1, 2]: an entry is listed twice"),
+        ("agent.binary_obs=[2,0]", SPACE, "agent.binary_obs=[2, 0]: entry 0 is bounded [-2, 2]"),
         (
             "agent.binary_obs=[0]",
             gym.spaces.Box(0, 255, (2, 64, 64), np.uint8),

@@ -198,7 +198,7 @@ class DeepActiveInferenceAgent:
             nets["transition"](latent_dim=z, **acts),
             nets["outcome"](latent_dim=z, **acts),
             observation_space,
-            self.config.binary_obs,
+            binary_obs=self.config.binary_obs,
         )
 
     @classmethod

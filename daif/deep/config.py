@@ -132,6 +132,8 @@ class DeepAgentConfig:
             )
         for i, entry in enumerate(self.binary_obs):
             check_int(f"agent.binary_obs[{i}]", entry, minimum=0)
+        if len(set(self.binary_obs)) != len(self.binary_obs):
+            raise ConfigError(f"agent.binary_obs={list(self.binary_obs)}: an entry is listed twice")
         object.__setattr__(self, "binary_obs", tuple(self.binary_obs))  # hashable, frozen
         check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)
         check_int("agent.batch_size", self.batch_size, minimum=1)

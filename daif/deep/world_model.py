@@ -78,7 +78,7 @@ class ObservationScaling(nn.Module):
         self.register_buffer("obs_scale", scale, persistent=False)
         self.binary_obs = tuple(sorted({int(i) for i in binary_obs}))
         if self.binary_obs:
-            flags, rest = _flag_entries(observation_space, self.binary_obs)
+            flags, rest = _flag_entries(observation_space, [int(i) for i in binary_obs])
             self.register_buffer("flag_index", flags, persistent=False)
             self.register_buffer("gauss_index", rest, persistent=False)
 
@@ -104,17 +104,17 @@ class ObservationScaling(nn.Module):
 
     def observation_mean(self, mean: Tensor) -> Tensor:
         """E[p(o|s)] in target units from the decoder's ``mean[B, D]`` (a flag's logit l
-        becomes 2σ(l) − 1 ∈ [−1, 1]), for pictures."""
+        becomes 2σ(l) − 1 ∈ [−1, 1]), for pictures. → ``[B, D]``."""
         if not self.binary_obs:
             return mean
         f = self.flag_index
         return mean.index_copy(1, f, torch.tanh(mean[:, f] / 2))  # 2σ(l) − 1 = tanh(l/2)
 
 
-def _flag_entries(space: gym.spaces.Box, flags: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """Index tensors of the flag entries and of the others; refuses flags that the space
-    cannot hold (pixels, matrices, an index out of range, bounds other than [0, 1])."""
-    listed = list(flags)
+def _flag_entries(space: gym.spaces.Box, listed: list[int]) -> tuple[Tensor, Tensor]:
+    """Index tensors of the flag entries (sorted) and of the others; refuses flags that the
+    space cannot hold (pixels, matrices, an index out of range, bounds other than [0, 1])."""
+    flags = sorted(set(listed))
     if space.dtype == np.uint8 or len(space.shape) != 1:
         raise ConfigError(
             f"agent.binary_obs={listed}: flags are entries of a vector observation, and this "
@@ -133,7 +133,7 @@ def _flag_entries(space: gym.spaces.Box, flags: tuple[int, ...]) -> tuple[Tensor
                 "bounds are [0, 1]"
             )
     rest = [i for i in range(d) if i not in flags]
-    return torch.tensor(listed), torch.tensor(rest, dtype=torch.long)
+    return torch.tensor(flags, dtype=torch.long), torch.tensor(rest, dtype=torch.long)
 
 
 class WorldModel(ObservationScaling):

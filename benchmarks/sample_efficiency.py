@@ -31,7 +31,8 @@ Usage::
 
 Runs execute in parallel worker processes (one torch thread each). The markdown table
 is written to ``benchmarks/results/<env>.md`` (``--out`` to change) and every run's
-evaluation history to the ``.json`` beside it; ``--load FILE.json`` adds the runs of an
+evaluation history, each evaluation's episode returns and lengths included, to the
+``.json`` beside it; ``--load FILE.json`` adds the runs of an
 earlier invocation to the table (e.g. baselines run once, daif rerun after tuning).
 """
 
@@ -280,7 +281,9 @@ class RunResult:
     """One training run.
 
     ``evals`` holds ``(step, mean, std, train_wall_s, train_cpu_s)`` per evaluation:
-    the wall-clock and CPU seconds spent training (not evaluating) up to it.
+    the wall-clock and CPU seconds spent training (not evaluating) up to it. ``episodes``
+    holds, per evaluation, its episodes' returns and lengths in frames (empty in files
+    written before it was kept): whether a low mean is crashes or time-outs.
     """
 
     algo: str
@@ -290,6 +293,7 @@ class RunResult:
     cpu_time: float = math.nan
     steps: int = 0
     error: str | None = None
+    episodes: list[tuple[list[float], list[int]]] = field(default_factory=list)
 
     @property
     def final(self) -> tuple[float, float]:
@@ -562,6 +566,8 @@ def run_daif(
             wall, cpu = clock.training()
             with clock.evaluating():
                 mean, std = evaluate()
+            returns, lengths = trainer.last_eval_episodes
+            out.episodes.append((returns.tolist(), lengths.tolist()))
             out.evals.append((trainer.global_step, float(mean), float(std), wall, cpu))
             report_eval(label, seed, out.evals[-1])
             if stop_at is not None and mean >= stop_at:
@@ -670,6 +676,7 @@ def run_sb3(
     _worker_setup()
     out = RunResult(algo=algo, seed=seed)
     try:
+        import numpy as np
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.evaluation import evaluate_policy
         from stable_baselines3.common.vec_env import sync_envs_normalization
@@ -689,9 +696,15 @@ def run_sb3(
                     with clock.evaluating():
                         if normalize:
                             sync_envs_normalization(env, eval_env)
-                        mean, std = evaluate_policy(
-                            self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+                        returns, lengths = evaluate_policy(
+                            self.model,
+                            eval_env,
+                            n_eval_episodes=EVAL_EPISODES,
+                            deterministic=True,
+                            return_episode_rewards=True,
                         )
+                    mean, std = np.mean(returns), np.std(returns)  # as evaluate_policy's own
+                    out.episodes.append(([float(r) for r in returns], [int(n) for n in lengths]))
                     out.evals.append((self.num_timesteps, float(mean), float(std), wall, cpu))
                     report_eval(algo, seed, out.evals[-1])
                     while self.next_eval <= self.num_timesteps:
@@ -845,6 +858,7 @@ def load_runs(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
         runs = []
         for d in payload["runs"]:
             d["evals"] = [tuple(e) for e in d["evals"]]
+            d["episodes"] = [tuple(e) for e in d.get("episodes", [])]
             runs.append(RunResult(**d))
         return runs, dict(payload.get("meta", {}))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:

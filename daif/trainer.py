@@ -233,6 +233,9 @@ class Trainer:
         self.ep_length = np.zeros(n, dtype=np.int64)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
         self.eval_history: list[tuple[int, float, float]] = []
+        # the last evaluation's episodes, ([E] returns, [E] lengths in frames): a mean
+        # alone cannot tell a policy that crashes from one that runs to the time limit
+        self.last_eval_episodes: tuple[np.ndarray, np.ndarray] | None = None
         self.last_checkpoint: Path | None = None
         self._saved_state: tuple[int, int] | None = None  # (step, evaluations) of last.pt
         self.call_returns: list[float] = []  # training episodes ended during this process
@@ -354,6 +357,7 @@ class Trainer:
             images = {}
             if self.logger_cfg.log_images and hasattr(self.agent, "images"):
                 images = self.agent.images()
+        self.last_eval_episodes = (returns, lengths)
         mean, std = float(returns.mean()), float(returns.std())
         step = self.global_step
         self.eval_history.append((step, mean, std))

@@ -307,28 +307,18 @@ class DeepActiveInferenceAgent:
         est = self.epistemic.estimate(batch, weights, o_last)
         with torch.no_grad():
             risk = -self.preference(batch["reward"], terminated.float())  # [B, L]
-            habit = torch.zeros_like(risk)
             if self.continuous:
                 alpha = self.temperature.log_alpha.exp()
                 a_next, log_q_next = maths.squashed_gaussian_sample(*self.actor(est.z_last))
                 g_next = self.critic_target(est.z_last, a_next).amax(0)  # pessimistic
                 v_last = efe.soft_state_value(g_next, log_q_next, alpha)
-            elif c.munchausen > 0.0:
-                tau = 1.0 / c.precision_final
-                b, length = batch["action"].shape
-                z_steps = self.world_model.encode(batch["obs"].flatten(0, 1))
-                g_steps = self.critic_target(z_steps).view(b, length, -1)
-                habit = efe.munchausen_term(g_steps, batch["action"].long(), tau, c.munchausen)
-                v_last = efe.soft_state_value_discrete(
-                    self.critic(est.z_last), self.critic_target(est.z_last), tau
-                )
             else:
                 precision = c.precision_at(self.env_steps)
                 v_last = efe.state_value(
                     self.critic(est.z_last), self.critic_target(est.z_last), precision
                 )
             target = est.weighted_sum + efe.n_step_efe_target(
-                c.risk_weight * risk + habit, v_last, terminated, truncated, c.discount, weights, last
+                c.risk_weight * risk, v_last, terminated, truncated, c.discount, weights, last
             )
         if self.continuous:
             g_heads = self.critic(est.z_first, batch["action"][:, 0])  # [C, B]

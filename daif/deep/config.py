@@ -49,9 +49,6 @@ class DeepAgentConfig:
     """w_a, the weight of ambiguity H[p(o|ŝ')]."""
     info_gain_weight: float = 0.1
     """w_i, the weight of the information gain about the transition model (0: ablated)."""
-    munchausen: float = 0.0
-    """α of the habit cost −α·τ ln π(a|s) added to the discrete critic's target, with
-    τ = 1/``precision_final`` (0: off; Munchausen RL)."""
     binary_obs: tuple[int, ...] = ()
     """Observation entries that are 0/1 flags (bounds [0, 1]): their likelihood is a
     Bernoulli, whose entropy (ambiguity) lies in [0, ln 2], instead of a Gaussian."""

@@ -97,27 +97,6 @@ def state_value(g_online: Tensor, g_target: Tensor, precision: float) -> Tensor:
     return (q * g_target).sum(-1)
 
 
-def munchausen_term(g: Tensor, action: Tensor, temperature: float, weight: float) -> Tensor:
-    """The habit cost of the taken action, −α·max(τ ln π(a|s), −1), π = softmax(−G/τ).
-
-    Added to each step's g, it makes G(s, a) dearer for the actions the current policy
-    finds unlikely (Vieillard et al., 2020): the greedy action then changes only as far as
-    the evidence moves it, as if q(a|s) ∝ π_prev(a|s)^α exp(−G/τ). The clip at −1 keeps
-    ln π of near-impossible actions finite. ``g [..., A], action [...]`` long → ``[...]``.
-    """
-    log_pi = torch.log_softmax(-g / temperature, dim=-1)
-    taken = log_pi.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-    return -weight * (temperature * taken).clamp(min=-1.0)
-
-
-def soft_state_value_discrete(g_online: Tensor, g_target: Tensor, temperature: float) -> Tensor:
-    """V(s) = Σ_a π(a|s)(G_target(s, a) + τ ln π(a|s)), π = softmax(−G_online/τ): the policy's
-    free energy, the online critic choosing and the target scoring (double estimator).
-    ``[..., A], [..., A] → [...]``."""
-    log_pi = torch.log_softmax(-g_online / temperature, dim=-1)
-    return (log_pi.exp() * (g_target + temperature * log_pi)).sum(-1)
-
-
 def critic_loss(g_heads: Tensor, target: Tensor, huber_delta: float) -> Tensor:
     """Σ_k Huber(G_k(s_0, a_0) − target), every head of the critic regressed on one target:
     ``[K, B], [B]`` → 0-d. A sum, not a mean: an encoder the critic trains gets every head's

@@ -160,6 +160,76 @@ def test_deterministic_action_is_mode_and_high_precision_sampling_agrees() -> No
     np.testing.assert_array_equal(sampled, greedy)
 
 
+def _last_linear(net: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def test_the_eval_average_is_a_polyak_average_of_encoder_and_critic() -> None:
+    rho = 0.25
+    agent = make_agent(f"agent.eval_average_rate={rho}", "agent.learning_starts=0")
+    fill(agent)
+    live = [*agent.world_model.encoder.parameters(), *agent.critic.parameters()]
+    theta0 = [p.detach().clone() for p in live]
+    agent.update(0)  # one gradient step (updates_per_step=1)
+    assert agent.num_updates == 1
+    averaged = [*agent.encoder_average.parameters(), *agent.critic_average.parameters()]
+    assert len(averaged) == len(live)
+    moved = 0
+    for a, t0, t1 in zip(averaged, theta0, live, strict=True):
+        # θ̄_1 = θ̄_0 + ρ(θ_1 − θ̄_0) with θ̄_0 = θ_0
+        torch.testing.assert_close(a, t0 + rho * (t1.detach() - t0))
+        moved += int(not torch.equal(t1, t0))
+    assert moved > 0  # the step moved the online networks, so the check has teeth
+
+
+def test_deterministic_acting_reads_the_average_and_sampling_the_online_critic() -> None:
+    agent = make_agent(
+        "agent.eval_average_rate=0.01",
+        "agent.precision=1e6",
+        "agent.precision_final=1e6",
+        "agent.learning_starts=0",
+    )
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    with torch.no_grad():  # online G prefers action 0, the average's G action 1 (lower wins)
+        for critic, bias in ((agent.critic, [-5.0, 5.0]), (agent.critic_average, [5.0, -5.0])):
+            for net in critic.nets:
+                _last_linear(net).weight.zero_()
+                _last_linear(net).bias.copy_(torch.tensor(bias))
+    det, _ = agent.act(obs, None, np.zeros(16, bool), deterministic=True)
+    sampled, _ = agent.act(obs, None, np.zeros(16, bool))
+    np.testing.assert_array_equal(det, np.ones(16))
+    np.testing.assert_array_equal(sampled, np.zeros(16))
+
+
+def test_eval_average_is_refused_for_continuous_actions_and_bad_rates() -> None:
+    with pytest.raises(ConfigError, match=r"agent\.eval_average_rate=0\.01.*continuous"):
+        with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=["env=pendulum", "agent=daif_continuous", "agent.eval_average_rate=0.01"],
+            )
+        env = gym.make(cfg.env.id)
+        build_agent(cfg.agent, AgentContext(env.observation_space, env.action_space))
+    with pytest.raises(ConfigError, match=r"agent\.eval_average_rate.*1\.5"):
+        make_agent("agent.eval_average_rate=1.5")
+
+
+def test_a_checkpoint_keeps_the_eval_average() -> None:
+    a = make_agent("agent.eval_average_rate=0.1", "agent.learning_starts=0")
+    fill(a)
+    for step in range(3):
+        a.update(step)
+    b = make_agent("agent.eval_average_rate=0.1", "agent.learning_starts=0", seed=5)
+    b.load_state_dict(a.state_dict())
+    for pa, pb in zip(a.critic_average.parameters(), b.critic_average.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
+    g_a = a.expected_free_energy(torch.as_tensor(obs), average=True)
+    g_b = b.expected_free_energy(torch.as_tensor(obs), average=True)
+    assert torch.equal(g_a, g_b)
+    assert not torch.equal(g_a, a.expected_free_energy(torch.as_tensor(obs)))
+
+
 def test_zero_precision_samples_uniformly() -> None:
     agent = make_agent(
         "agent.precision=0.0", "agent.precision_final=0.0", "agent.learning_starts=0"

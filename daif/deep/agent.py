@@ -133,6 +133,7 @@ class DeepActiveInferenceAgent:
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self._params = self._model_params + self._critic_params
+        self._build_eval_average()
         model_lr = c.lr if c.model_lr is None else c.model_lr
         groups = [{"params": self._model_params, "lr": model_lr}, {"params": self._critic_params}]
         self._base_lrs: tuple[float, ...] = (model_lr, c.lr)
@@ -185,6 +186,28 @@ class DeepActiveInferenceAgent:
             self._critic_fn = torch.compile(self.critic_loss, dynamic=False)
             self._model_fn = torch.compile(self.world_model.free_energy, dynamic=False)
 
+    def _build_eval_average(self) -> None:
+        """The averaged encoder and critic that deterministic acting reads (``None`` when
+        ``agent.eval_average_rate`` is 0)."""
+        rate = self.config.eval_average_rate
+        self.encoder_average: nn.Module | None = None
+        self.critic_average: nn.Module | None = None
+        self._average_pairs: tuple[list[Tensor], list[Tensor]] = ([], [])
+        if rate == 0:
+            return
+        if self.continuous or type(self) is not DeepActiveInferenceAgent:
+            raise ConfigError(
+                f"agent.eval_average_rate={rate}: averages the critic that a discrete, "
+                "feed-forward agent's greedy action reads; leave it 0 for continuous actions "
+                "and the recurrent model"
+            )
+        self.encoder_average = copy.deepcopy(self.world_model.encoder).requires_grad_(False)
+        self.critic_average = copy.deepcopy(self.critic).requires_grad_(False)
+        self._average_pairs = (
+            [*self.encoder_average.parameters(), *self.critic_average.parameters()],
+            [*self.world_model.encoder.parameters(), *self.critic.parameters()],
+        )
+
     def _build_world_model(
         self, nets: dict[str, Factory], observation_space: gym.spaces.Box, acts: dict[str, Any]
     ) -> nn.Module:
@@ -223,9 +246,14 @@ class DeepActiveInferenceAgent:
         return None
 
     @torch.no_grad()
-    def expected_free_energy(self, obs: Tensor) -> Tensor:
+    def expected_free_energy(self, obs: Tensor, average: bool = False) -> Tensor:
         """G(s, a) of every action at s = ŝ(o): ``obs[N, ...] → [N, A]``; with continuous
-        actions, the pessimistic G of the actor's mean action, ``[N, 1]``."""
+        actions, the pessimistic G of the actor's mean action, ``[N, 1]``. ``average``:
+        read the Polyak averages of the encoder and critic (``agent.eval_average_rate``)."""
+        if average and self.critic_average is not None:
+            assert self.encoder_average is not None
+            z = self.encoder_average(self.world_model.preprocess(obs))[0]
+            return self.critic_average(z)
         z = self.world_model.encode(obs)
         if self.continuous:
             return self.critic(z, torch.tanh(self.actor(z)[0])).amax(0).unsqueeze(-1)
@@ -243,7 +271,7 @@ class DeepActiveInferenceAgent:
         if not deterministic and self.env_steps < self.config.learning_starts:
             return torch.randint(0, self.num_actions, (obs_t.shape[0],)).numpy(), None
         with autocast(self.device, self.amp):
-            g = self.expected_free_energy(obs_t).float()
+            g = self.expected_free_energy(obs_t, average=deterministic).float()
         if not bool(torch.isfinite(g).all()):  # act syncs anyway: this check is ~free
             raise NonFiniteLossError("action probabilities softmax(-β·G)", None)
         if deterministic:
@@ -401,6 +429,8 @@ class DeepActiveInferenceAgent:
         self.num_updates += 1
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, c.target_update_rate)
+            if self.critic_average is not None:
+                torch._foreach_lerp_(*self._average_pairs, c.eval_average_rate)
         self.epistemic.end_step(ambiguity_seen)
         return {**metrics, **self._last_model_metrics}
 
@@ -452,6 +482,8 @@ class DeepActiveInferenceAgent:
         }
         if self.continuous:
             modules.update(actor=self.actor, temperature=self.temperature)
+        if self.critic_average is not None and self.encoder_average is not None:
+            modules.update(encoder_average=self.encoder_average, critic_average=self.critic_average)
         return modules
 
     def state_dict(self) -> dict[str, Any]:

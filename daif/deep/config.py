@@ -77,6 +77,13 @@ class DeepAgentConfig:
     """Global gradient-norm limit, per network group (world model, critic)."""
     target_update_rate: float = 0.005
     """Polyak rate of the target critic: θ' ← θ' + rate·(θ − θ') after every step."""
+    eval_average_rate: float = 0.0
+    """ρ of a Polyak–Ruppert average of the encoder and critic, θ̄ ← θ̄ + ρ·(θ − θ̄) after
+    every gradient step, that deterministic acting (evaluation, ``evaluate.py``,
+    ``predict(deterministic=True)``) reads in place of the online networks, whose greedy
+    action flips with each step's noise where action gaps are small. Training acts on the
+    online networks either way (0: deterministic acting reads them too). Discrete actions
+    and the feed-forward model only."""
     huber_delta: float = 1.0
     """Where the critic's Huber loss turns from quadratic to linear (in G's units)."""
     critic_trains_encoder: bool = False
@@ -150,6 +157,7 @@ class DeepAgentConfig:
         check_range("agent.target_update_rate", self.target_update_rate, 0.0, 1.0)
         if self.target_update_rate == 0.0:
             raise ConfigError("agent.target_update_rate: must be > 0 (0 freezes the target), got 0")
+        check_range("agent.eval_average_rate", self.eval_average_rate, 0.0, 1.0)
         check_positive("agent.huber_delta", self.huber_delta)
         check_choice("agent.critic_trains_encoder", self.critic_trains_encoder, (True, False))
         check_choice("agent.epistemic_estimate", self.epistemic_estimate, EPISTEMIC_ESTIMATES)

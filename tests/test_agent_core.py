@@ -172,7 +172,10 @@ def test_the_eval_average_is_a_polyak_average_of_encoder_and_critic() -> None:
     theta0 = [p.detach().clone() for p in live]
     agent.update(0)  # one gradient step (updates_per_step=1)
     assert agent.num_updates == 1
-    averaged = [*agent.encoder_average.parameters(), *agent.critic_average.parameters()]
+    averaged = [
+        *agent.eval_average["encoder"].parameters(),
+        *agent.eval_average["critic"].parameters(),
+    ]
     assert len(averaged) == len(live)
     moved = 0
     for a, t0, t1 in zip(averaged, theta0, live, strict=True):
@@ -191,7 +194,8 @@ def test_deterministic_acting_reads_the_average_and_sampling_the_online_critic()
     )
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     with torch.no_grad():  # online G prefers action 0, the average's G action 1 (lower wins)
-        for critic, bias in ((agent.critic, [-5.0, 5.0]), (agent.critic_average, [5.0, -5.0])):
+        average = agent.eval_average["critic"]
+        for critic, bias in ((agent.critic, [-5.0, 5.0]), (average, [5.0, -5.0])):
             for net in critic.nets:
                 _last_linear(net).weight.zero_()
                 _last_linear(net).bias.copy_(torch.tensor(bias))
@@ -221,7 +225,7 @@ def test_a_checkpoint_keeps_the_eval_average() -> None:
         a.update(step)
     b = make_agent("agent.eval_average_rate=0.1", "agent.learning_starts=0", seed=5)
     b.load_state_dict(a.state_dict())
-    for pa, pb in zip(a.critic_average.parameters(), b.critic_average.parameters(), strict=True):
+    for pa, pb in zip(a.eval_average.parameters(), b.eval_average.parameters(), strict=True):
         assert torch.equal(pa, pb)
     obs = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
     g_a = a.expected_free_energy(torch.as_tensor(obs), average=True)

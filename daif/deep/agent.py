@@ -187,26 +187,21 @@ class DeepActiveInferenceAgent:
             self._model_fn = torch.compile(self.world_model.free_energy, dynamic=False)
 
     def _build_eval_average(self) -> None:
-        """The averaged encoder and critic that deterministic acting reads (``None`` when
-        ``agent.eval_average_rate`` is 0)."""
+        """``self.eval_average``: copies of the encoder and critic that deterministic acting
+        reads, Polyak-averaged after every step (``None`` when ``agent.eval_average_rate``
+        is 0)."""
         rate = self.config.eval_average_rate
-        self.encoder_average: nn.Module | None = None
-        self.critic_average: nn.Module | None = None
-        self._average_pairs: tuple[list[Tensor], list[Tensor]] = ([], [])
+        self.eval_average: nn.ModuleDict | None = None
         if rate == 0:
             return
-        if self.continuous or type(self) is not DeepActiveInferenceAgent:
+        if self.continuous:
             raise ConfigError(
-                f"agent.eval_average_rate={rate}: averages the critic that a discrete, "
-                "feed-forward agent's greedy action reads; leave it 0 for continuous actions "
-                "and the recurrent model"
+                f"agent.eval_average_rate={rate}: averages the critic that a discrete agent's "
+                "greedy action reads; continuous actions come from the actor, so leave it 0"
             )
-        self.encoder_average = copy.deepcopy(self.world_model.encoder).requires_grad_(False)
-        self.critic_average = copy.deepcopy(self.critic).requires_grad_(False)
-        self._average_pairs = (
-            [*self.encoder_average.parameters(), *self.critic_average.parameters()],
-            [*self.world_model.encoder.parameters(), *self.critic.parameters()],
-        )
+        live = nn.ModuleDict({"encoder": self.world_model.encoder, "critic": self.critic})
+        self.eval_average = copy.deepcopy(live).requires_grad_(False)
+        self._average_pairs = (list(self.eval_average.parameters()), list(live.parameters()))
 
     def _build_world_model(
         self, nets: dict[str, Factory], observation_space: gym.spaces.Box, acts: dict[str, Any]
@@ -250,10 +245,9 @@ class DeepActiveInferenceAgent:
         """G(s, a) of every action at s = ŝ(o): ``obs[N, ...] → [N, A]``; with continuous
         actions, the pessimistic G of the actor's mean action, ``[N, 1]``. ``average``:
         read the Polyak averages of the encoder and critic (``agent.eval_average_rate``)."""
-        if average and self.critic_average is not None:
-            assert self.encoder_average is not None
-            z = self.encoder_average(self.world_model.preprocess(obs))[0]
-            return self.critic_average(z)
+        if average and self.eval_average is not None:
+            z = self.eval_average["encoder"](self.world_model.preprocess(obs))[0]
+            return self.eval_average["critic"](z)
         z = self.world_model.encode(obs)
         if self.continuous:
             return self.critic(z, torch.tanh(self.actor(z)[0])).amax(0).unsqueeze(-1)
@@ -429,7 +423,7 @@ class DeepActiveInferenceAgent:
         self.num_updates += 1
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, c.target_update_rate)
-            if self.critic_average is not None:
+            if self.eval_average is not None:
                 torch._foreach_lerp_(*self._average_pairs, c.eval_average_rate)
         self.epistemic.end_step(ambiguity_seen)
         return {**metrics, **self._last_model_metrics}
@@ -482,8 +476,8 @@ class DeepActiveInferenceAgent:
         }
         if self.continuous:
             modules.update(actor=self.actor, temperature=self.temperature)
-        if self.critic_average is not None and self.encoder_average is not None:
-            modules.update(encoder_average=self.encoder_average, critic_average=self.critic_average)
+        if self.eval_average is not None:
+            modules["eval_average"] = self.eval_average
         return modules
 
     def state_dict(self) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class DeepAgentConfig:
     ``predict(deterministic=True)``) reads in place of the online networks, whose greedy
     action flips with each step's noise where action gaps are small. Training acts on the
     online networks either way (0: deterministic acting reads them too). Discrete actions
-    and the feed-forward model only."""
+    and the feed-forward model only. Default 0: every preset reads the online networks."""
     huber_delta: float = 1.0
     """Where the critic's Huber loss turns from quadratic to linear (in G's units)."""
     critic_trains_encoder: bool = False

@@ -76,6 +76,11 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
                 f"agent.epistemic_estimate={c.epistemic_estimate!r}: the recurrent model "
                 "evaluates the epistemic terms on the filtered sequence; use 'exact'"
             )
+        if c.eval_average_rate != 0:
+            raise ConfigError(
+                f"agent.eval_average_rate={c.eval_average_rate}: the recurrent agent acts on "
+                "its filtered memory, which an average of the weights does not follow; use 0"
+            )
         if c.model_update_every != 1:
             raise ConfigError(
                 f"agent.model_update_every={c.model_update_every}: the recurrent model trains "

@@ -218,6 +218,11 @@ def test_eval_average_is_refused_for_continuous_actions_and_bad_rates() -> None:
         make_agent("agent.eval_average_rate=1.5")
 
 
+def test_a_continuous_agent_on_a_discrete_env_is_refused_naming_the_actor() -> None:
+    with pytest.raises(ConfigError, match=r"agent\.actor: the env's actions are discrete"):
+        make_agent("agent=daif_continuous")
+
+
 def test_a_checkpoint_keeps_the_eval_average() -> None:
     a = make_agent("agent.eval_average_rate=0.1", "agent.learning_starts=0")
     fill(a)

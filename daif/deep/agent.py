@@ -99,6 +99,11 @@ class DeepActiveInferenceAgent:
             raise ConfigError(
                 f"env: the deep agent needs a Discrete or Box action space, got {action_space}"
             )
+        elif actor is not None:
+            raise ConfigError(
+                f"agent.actor: the env's actions are discrete ({action_space}) and its critic "
+                "scores every action; use agent=daif (env=<name> picks the preset's agent)"
+            )
         if not isinstance(observation_space, gym.spaces.Box):
             raise ConfigError(
                 f"env: the deep agent needs a Box observation space, got {observation_space}"

@@ -41,11 +41,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import multiprocessing.connection
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +57,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -867,16 +870,34 @@ def load_runs(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
         ) from None
 
 
-def _run_jobs(jobs: list[tuple[Callable[..., RunResult], tuple]], args: argparse.Namespace):
+def _worker_init(nice: int) -> None:
+    """Set up a worker: lower its priority by ``nice``, and end it when the parent ends.
+
+    A ``kill`` of the benchmark reaches only the parent; without the watch its workers ran
+    on to the end of their runs, holding the cores and their run dirs' locks."""
+    if nice:
+        os.nice(nice)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def end_with_parent() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready once the parent is gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=end_with_parent, name="parent-watch", daemon=True).start()
+
+
+def _run_jobs(jobs: list[tuple[Callable[..., Any], tuple]], args: argparse.Namespace):
     """Run the jobs in ``args.workers`` spawned processes; yield results as they finish."""
     # one thread per run, BLAS included (children inherit the environment)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     with ProcessPoolExecutor(
         max_workers=args.workers,
-        mp_context=get_context("spawn"),
-        initializer=os.nice if args.nice else None,
-        initargs=(args.nice,) if args.nice else (),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(args.nice,),
     ) as pool:
         futures = [pool.submit(fn, *fargs) for fn, fargs in jobs]
         for fut in as_completed(futures):

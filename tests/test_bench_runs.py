@@ -68,3 +68,42 @@ def test_episodes_survive_a_json_round_trip_and_older_files_load_without_them(tm
     )
     (loaded,), _ = bench.load_runs(legacy)
     assert loaded.episodes == [] and loaded.evals == [(100, 1.0, 0.0, 1.0, 1.0)]
+
+
+def test_a_killed_benchmark_takes_its_workers_with_it(tmp_path):
+    """`kill` reaches only the parent; its workers must not run on holding cores and locks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import argparse, os, sys, time\n"
+        f"sys.path.insert(0, {str(bench.BENCH_DIR)!r})\n"
+        "import sample_efficiency as bench\n"
+        "if __name__ == '__main__':\n"  # spawned workers import this file again
+        "    args = argparse.Namespace(workers=1, nice=0)\n"
+        "    results = bench._run_jobs([(os.getpid, ()), (time.sleep, (120,))], args)\n"
+        "    print(next(results), flush=True)\n"
+        "    next(results)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())  # the worker's pid; it now sleeps for 120 s
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=30)
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"worker {worker} outlived its killed parent")

@@ -904,6 +904,22 @@ def _run_jobs(jobs: list[tuple[Callable[..., Any], tuple]], args: argparse.Names
             yield fut.result()
 
 
+def _cpu() -> str:
+    """The CPU's model and the kernels torch picks on it: float results (and with them a
+    seed's numbers) are reproducible on one kind of CPU, not across kinds."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
 def _versions() -> str:
     """Installed versions of daif's and the baselines' libraries, for the report."""
     from importlib.metadata import PackageNotFoundError, version
@@ -953,8 +969,8 @@ def write_report(
             f"- command: `{meta['command']}`",
             f"- date: {meta['date']}; {status}; wall time so far {elapsed / 60:.1f} min",
             *loaded_notes,
-            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
-            f"work, {args.workers} parallel runs, 1 thread each; Python "
+            f"- machine: {platform.machine()} ({_cpu()}), {os.cpu_count()} CPU cores shared "
+            f"with other work, {args.workers} parallel runs, 1 thread each; Python "
             f"{platform.python_version()}",
             f"- protocol: {args.steps:,} env steps per run; every {args.eval_interval} steps, "
             f"{EVAL_EPISODES} deterministic episodes on a separate env; target "

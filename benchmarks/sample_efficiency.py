@@ -905,8 +905,8 @@ def _run_jobs(jobs: list[tuple[Callable[..., Any], tuple]], args: argparse.Names
 
 
 def _cpu() -> str:
-    """The CPU's model and the kernels torch picks on it: float results (and with them a
-    seed's numbers) are reproducible on one kind of CPU, not across kinds."""
+    """The CPU's model and the kernels torch picks on it, so that a table says which
+    machine's float arithmetic produced its numbers (a seed repeats them on one machine)."""
     import torch
 
     model = platform.processor() or platform.machine()

@@ -125,6 +125,8 @@ def test_agent_satisfies_protocol_and_acts() -> None:
         ("agent.epistemic_estimate=all", "agent.epistemic_estimate"),
         ("agent.batch_size=5000", "agent.batch_size"),
         ("agent.terminal_fraction=1.5", "agent.terminal_fraction"),
+        ("agent.action_persistence=1.0", "agent.action_persistence"),
+        ("agent.action_persistence=-0.2", "agent.action_persistence"),
     ],
 )
 def test_bad_hyperparameter_raises_naming_key(override: str, key: str) -> None:
@@ -248,6 +250,48 @@ def test_zero_precision_samples_uniformly() -> None:
     actions, _ = agent.act(obs, None, np.zeros(4000, bool))
     # Binomial(4000, ½): std 0.0079, so 0.05 is > 6 sigma
     assert abs(actions.mean() - 0.5) < 0.05
+
+
+def test_action_persistence_repeats_the_previous_action_with_probability_kappa() -> None:
+    # β = 0: softmax(−β·G) is uniform over CartPole's 2 actions, so an env's action equals its
+    # previous one with probability κ + (1 − κ)/2 (0.85 at κ = 0.7); a new episode, 1/2.
+    agent = make_agent(
+        "agent.precision=0.0",
+        "agent.precision_final=0.0",
+        "agent.learning_starts=0",
+        "agent.action_persistence=0.7",
+    )
+    torch.manual_seed(2)
+    n = 4000
+    obs = np.zeros((n, 4), np.float32)
+    state = agent.initial_state(n)
+    first, state = agent.act(obs, state, np.ones(n, bool))
+    second, state = agent.act(obs, state, np.zeros(n, bool))
+    third, _ = agent.act(obs, state, np.ones(n, bool))
+    # Binomial(4000, p) has std ≤ 0.0079: 0.04 is > 5 sigma
+    assert abs((second == first).mean() - 0.85) < 0.04
+    assert abs((third == second).mean() - 0.5) < 0.04
+    assert make_agent().initial_state(3) is None  # κ = 0: stateless, as before
+
+
+def test_action_persistence_leaves_deterministic_actions_alone() -> None:
+    agent = make_agent("agent.learning_starts=0", "agent.action_persistence=0.9")
+    fill(agent)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    mode = agent.expected_free_energy(torch.as_tensor(obs), average=True).argmin(-1).numpy()
+    previous = torch.as_tensor(1 - mode)  # every env's previous action is the other one
+    actions, _ = agent.act(obs, previous, np.zeros(64, bool), deterministic=True)
+    np.testing.assert_array_equal(actions, mode)
+
+
+def test_action_persistence_is_refused_for_continuous_actions() -> None:
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["env=pendulum", "agent=daif_continuous", "agent.action_persistence=0.5"],
+        )
+    env = gym.make(cfg.env.id)
+    with pytest.raises(ConfigError, match=r"agent.action_persistence=0.5: discrete actions only"):
+        build_agent(cfg.agent, AgentContext(env.observation_space, env.action_space))
 
 
 def test_precision_anneals_linearly() -> None:

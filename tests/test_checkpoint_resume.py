@@ -296,3 +296,20 @@ def test_unpicklable_env_falls_back_to_a_seeded_reset(compose_cfg, tmp_path):
     np.testing.assert_array_equal(first.obs[:, 0], [0.0, 0.0])  # fresh episodes
     np.testing.assert_array_equal(resumed.agent.starts[0], [True, True])
     assert res.global_step == 20
+
+
+def test_a_resumed_run_with_action_persistence_continues_bit_identically(compose_deep, tmp_path):
+    # κ > 0 makes each env's previous action part of the loop state that a checkpoint keeps
+    kappa = "agent.action_persistence=0.5"
+    full = train(compose_deep(kappa, run_dir=tmp_path / "full"))
+    train(compose_deep(kappa, "trainer.total_steps=200", run_dir=tmp_path / "split"))
+    resumed = train(
+        compose_deep(kappa, f"trainer.resume={tmp_path / 'split'}", run_dir=tmp_path / "split")
+    )
+    assert resumed.global_step == full.global_step == 300
+    assert resumed.episode_returns[-3:] == full.episode_returns[-3:]
+    a = load_checkpoint(full.checkpoint)
+    b = load_checkpoint(resumed.checkpoint)
+    assert torch.equal(a["loop"]["agent_state"], b["loop"]["agent_state"])
+    for key, value in a["agent"]["modules"]["critic"].items():
+        assert torch.equal(value, b["agent"]["modules"]["critic"][key]), key

@@ -109,6 +109,11 @@ class DeepActiveInferenceAgent:
                 f"env: the deep agent needs a Box observation space, got {observation_space}"
             )
         self.config = c = config or DeepAgentConfig()
+        if self.continuous and c.action_persistence != 0:
+            raise ConfigError(
+                f"agent.action_persistence={c.action_persistence}: discrete actions only; the "
+                "actor's q(a|s) sets the exploration of continuous actions; use 0"
+            )
         if c.buffer_size < num_envs or c.batch_size > c.buffer_size:
             raise ConfigError(
                 f"agent.batch_size={c.batch_size} / agent.buffer_size={c.buffer_size}: the buffer "
@@ -241,9 +246,12 @@ class DeepActiveInferenceAgent:
         )
 
     # ------------------------------------------------------------------ acting
-    def initial_state(self, num_envs: int) -> None:
-        """s is inferred from the current observation alone: no per-episode memory."""
-        return None
+    def initial_state(self, num_envs: int) -> Tensor | None:
+        """s is inferred from the current observation alone; the only per-episode memory is
+        the previous action ``[N]`` (−1: none yet) when ``agent.action_persistence`` > 0."""
+        if self.config.action_persistence == 0.0 or self.continuous:
+            return None
+        return torch.full((num_envs,), -1, dtype=torch.long)
 
     @torch.no_grad()
     def expected_free_energy(self, obs: Tensor, average: bool = False) -> Tensor:
@@ -261,22 +269,37 @@ class DeepActiveInferenceAgent:
     @torch.no_grad()
     def act(
         self, obs: np.ndarray, state: Any, episode_start: np.ndarray, deterministic: bool = False
-    ) -> tuple[np.ndarray, None]:
+    ) -> tuple[np.ndarray, Tensor | None]:
         """a ~ softmax(−β·G(s, ·)), or its mode when ``deterministic``; uniform before
-        ``learning_starts`` (G is noise then)."""
+        ``learning_starts`` (G is noise then). In training, with ``agent.action_persistence``
+        κ > 0, each env repeats its previous action (``state``, ``[N]``) with probability κ."""
         obs_t = torch.as_tensor(np.asarray(obs), device=self.device)
         if self.continuous:
             return self._act_continuous(obs_t, deterministic), None
         if not deterministic and self.env_steps < self.config.learning_starts:
-            return torch.randint(0, self.num_actions, (obs_t.shape[0],)).numpy(), None
+            a = torch.randint(0, self.num_actions, (obs_t.shape[0],))
+            return a.numpy(), self._persist(a, state, episode_start)
         with autocast(self.device, self.amp):
             g = self.expected_free_energy(obs_t, average=deterministic).float()
         if not bool(torch.isfinite(g).all()):  # act syncs anyway: this check is ~free
             raise NonFiniteLossError("action probabilities softmax(-β·G)", None)
         if deterministic:
-            return g.argmin(-1).cpu().numpy(), None
+            return g.argmin(-1).cpu().numpy(), state
         q = maths.softmax(-g, self.config.precision_at(self.env_steps))
-        return torch.multinomial(q, 1).squeeze(-1).cpu().numpy(), None
+        a = torch.multinomial(q, 1).squeeze(-1).cpu()
+        return a.numpy(), self._persist(a, state, episode_start)
+
+    def _persist(self, a: Tensor, state: Tensor | None, episode_start: np.ndarray) -> Tensor | None:
+        """Replace ``a[N]`` in place by the previous action with probability κ, where an
+        episode goes on; returns the actions taken (the next step's ``state``)."""
+        if self.config.action_persistence == 0.0:
+            return None
+        if state is None:  # a caller without the trainer's loop state: nothing to repeat yet
+            return a.clone()
+        keep = torch.rand(a.shape[0]) < self.config.action_persistence
+        keep &= (state >= 0) & ~torch.as_tensor(np.asarray(episode_start, dtype=bool))
+        a[keep] = state[keep]
+        return a.clone()
 
     def _act_continuous(self, obs: Tensor, deterministic: bool) -> np.ndarray:
         """a = tanh(u), u ~ q(u|s) (tanh of the mean when ``deterministic``; uniform over

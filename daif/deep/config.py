@@ -43,6 +43,11 @@ class DeepAgentConfig:
     """β reached after ``precision_anneal_steps`` (linear annealing)."""
     precision_anneal_steps: int = 10_000
     """Steps over which β goes from ``precision`` to ``precision_final`` (0: final at once)."""
+    action_persistence: float = 0.0
+    """κ, discrete actions, training only: each env keeps its previous action with
+    probability κ and otherwise samples softmax(−β·G), so that q(a_t | a_{t−1}) =
+    κ·[a_t = a_{t−1}] + (1 − κ)·softmax(−β·G)(a_t): runs of one action (a lander idling on
+    the pad long enough to rest) become common in replay. Episodes start afresh."""
     risk_weight: float = 1.0
     """w_r, the weight of risk (−ln P̃ of the outcome) in each step's expected free energy."""
     ambiguity_weight: float = 0.01
@@ -143,6 +148,12 @@ class DeepAgentConfig:
             raise ConfigError(f"agent.binary_obs={list(self.binary_obs)}: an entry is listed twice")
         object.__setattr__(self, "binary_obs", tuple(self.binary_obs))  # hashable, frozen
         check_int("agent.precision_anneal_steps", self.precision_anneal_steps, minimum=0)
+        check_range("agent.action_persistence", self.action_persistence, 0.0, 1.0)
+        if self.action_persistence == 1.0:
+            raise ConfigError(
+                f"agent.action_persistence: must be < 1 (1 never changes action), got "
+                f"{self.action_persistence}"
+            )
         check_int("agent.batch_size", self.batch_size, minimum=1)
         check_int("agent.buffer_size", self.buffer_size, minimum=1)
         check_int("agent.learning_starts", self.learning_starts, minimum=0)

@@ -81,6 +81,11 @@ class RecurrentActiveInferenceAgent(DeepActiveInferenceAgent):
                 f"agent.eval_average_rate={c.eval_average_rate}: the recurrent agent acts on "
                 "its filtered memory, which an average of the weights does not follow; use 0"
             )
+        if c.action_persistence != 0:
+            raise ConfigError(
+                f"agent.action_persistence={c.action_persistence}: the feed-forward agent's "
+                "option; the recurrent agent's state holds its memory; use 0"
+            )
         if c.model_update_every != 1:
             raise ConfigError(
                 f"agent.model_update_every={c.model_update_every}: the recurrent model trains "

@@ -287,7 +287,8 @@ def test_action_persistence_leaves_deterministic_actions_alone() -> None:
 def test_action_persistence_is_refused_for_continuous_actions() -> None:
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(
-            config_name="train", overrides=["env=pendulum", "agent=daif_continuous", "agent.action_persistence=0.5"],
+            config_name="train",
+            overrides=["env=pendulum", "agent=daif_continuous", "agent.action_persistence=0.5"],
         )
     env = gym.make(cfg.env.id)
     with pytest.raises(ConfigError, match=r"agent.action_persistence=0.5: discrete actions only"):

@@ -224,6 +224,8 @@ def test_recurrent_agent_refuses_settings_it_cannot_honour(tmp_path):
         _agent(tmp_path, "agent.model_update_every=2")
     with pytest.raises(ConfigError, match=r"agent\.eval_average_rate=0\.01"):
         _agent(tmp_path, "agent.eval_average_rate=0.01")
+    with pytest.raises(ConfigError, match=r"agent\.action_persistence=0\.5"):
+        _agent(tmp_path, "agent.action_persistence=0.5")
     env = make_env("Pendulum-v1")
     ctx = AgentContext(gym.spaces.Box(-1, 1, (2,)), env.action_space)
     with pytest.raises(ConfigError, match="Discrete actions"):

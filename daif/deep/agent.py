@@ -249,7 +249,7 @@ class DeepActiveInferenceAgent:
     def initial_state(self, num_envs: int) -> Tensor | None:
         """s is inferred from the current observation alone; the only per-episode memory is
         the previous action ``[N]`` (−1: none yet) when ``agent.action_persistence`` > 0."""
-        if self.config.action_persistence == 0.0 or self.continuous:
+        if self.config.action_persistence == 0.0:  # (refused for continuous actions)
             return None
         return torch.full((num_envs,), -1, dtype=torch.long)
 
@@ -278,7 +278,7 @@ class DeepActiveInferenceAgent:
             return self._act_continuous(obs_t, deterministic), None
         if not deterministic and self.env_steps < self.config.learning_starts:
             a = torch.randint(0, self.num_actions, (obs_t.shape[0],))
-            return a.numpy(), self._persist(a, state, episode_start)
+            return self._persist(a, state, episode_start)
         with autocast(self.device, self.amp):
             g = self.expected_free_energy(obs_t, average=deterministic).float()
         if not bool(torch.isfinite(g).all()):  # act syncs anyway: this check is ~free
@@ -287,19 +287,20 @@ class DeepActiveInferenceAgent:
             return g.argmin(-1).cpu().numpy(), state
         q = maths.softmax(-g, self.config.precision_at(self.env_steps))
         a = torch.multinomial(q, 1).squeeze(-1).cpu()
-        return a.numpy(), self._persist(a, state, episode_start)
+        return self._persist(a, state, episode_start)
 
-    def _persist(self, a: Tensor, state: Tensor | None, episode_start: np.ndarray) -> Tensor | None:
-        """Replace ``a[N]`` in place by the previous action with probability κ, where an
-        episode goes on; returns the actions taken (the next step's ``state``)."""
+    def _persist(
+        self, a: Tensor, state: Tensor | None, episode_start: np.ndarray
+    ) -> tuple[np.ndarray, Tensor | None]:
+        """The sampled ``a[N]`` with each env's previous action (``state``) kept instead with
+        probability κ where its episode goes on: (actions, the next step's ``state``)."""
         if self.config.action_persistence == 0.0:
-            return None
-        if state is None:  # a caller without the trainer's loop state: nothing to repeat yet
-            return a.clone()
-        keep = torch.rand(a.shape[0]) < self.config.action_persistence
-        keep &= (state >= 0) & ~torch.as_tensor(np.asarray(episode_start, dtype=bool))
-        a[keep] = state[keep]
-        return a.clone()
+            return a.numpy(), None
+        if state is not None:  # None: a caller without the trainer's loop state
+            keep = torch.rand(a.shape[0]) < self.config.action_persistence
+            keep &= (state >= 0) & ~torch.as_tensor(np.asarray(episode_start, dtype=bool))
+            a = torch.where(keep, state, a)
+        return a.numpy(), a.clone()  # the state must not alias the actions handed out
 
     def _act_continuous(self, obs: Tensor, deterministic: bool) -> np.ndarray:
         """a = tanh(u), u ~ q(u|s) (tanh of the mean when ``deterministic``; uniform over
